@@ -1,0 +1,1 @@
+"""Accounts service: users in PostgreSQL, a transactional outbox to NATS JetStream."""

@@ -1,0 +1,149 @@
+"""A small command-line client: python -m accounts_service.cli {create,get,list,demo}."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+from accounts.v1 import accounts_pb2, accounts_pb2_grpc
+
+SAMPLE = Path(__file__).resolve().parent.parent / "docs" / "sample-avatar.jpg"
+STATUS = accounts_pb2.ThumbnailStatus.Name
+
+
+def _stub(addr: str) -> tuple[grpc.Channel, Any]:
+    channel = grpc.insecure_channel(
+        addr, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    )
+    return channel, accounts_pb2_grpc.AccountsServiceStub(channel)
+
+
+def _line(user: Any) -> str:
+    status = STATUS(user.thumbnail_status).removeprefix("THUMBNAIL_STATUS_")
+    extra = f" {user.failure_code}: {user.failure_reason}" if user.failure_code else ""
+    return f"{user.id} {user.email} generation={user.avatar.generation} {status}{extra}"
+
+
+def wait_settled(stub: Any, user_id: str, timeout: float) -> Any:
+    """Polls GetUser until READY or FAILED, printing each change; raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        user = stub.GetUser(accounts_pb2.GetUserRequest(id=user_id), timeout=5)
+        if user.thumbnail_status != seen:
+            seen = user.thumbnail_status
+            print(f"  {_line(user)}", flush=True)
+        if user.thumbnail_status != accounts_pb2.THUMBNAIL_STATUS_PENDING:
+            return user
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"user {user_id} still PENDING after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def save_thumbnails(user: Any, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for name in ("small", "medium", "large"):
+        thumb = getattr(user.thumbnails, name)
+        path = out / f"{name}.png"
+        with urllib.request.urlopen(thumb.url, timeout=10) as resp:
+            path.write_bytes(resp.read())
+        saved.append(path)
+    return saved
+
+
+def cmd_create(stub: Any, args: argparse.Namespace) -> int:
+    user = stub.CreateUser(
+        accounts_pb2.CreateUserRequest(
+            email=args.email, display_name=args.name, avatar_image=Path(args.image).read_bytes()
+        ),
+        timeout=30,
+    )
+    print(_line(user))
+    if args.wait:
+        user = wait_settled(stub, user.id, args.timeout)
+    return 0 if user.thumbnail_status != accounts_pb2.THUMBNAIL_STATUS_FAILED else 1
+
+
+def cmd_get(stub: Any, args: argparse.Namespace) -> int:
+    print(stub.GetUser(accounts_pb2.GetUserRequest(id=args.id), timeout=10))
+    return 0
+
+
+def cmd_list(stub: Any, args: argparse.Namespace) -> int:
+    token = ""
+    while True:
+        page = stub.ListUsers(
+            accounts_pb2.ListUsersRequest(page_size=args.page_size, page_token=token), timeout=10
+        )
+        for user in page.users:
+            print(_line(user))
+        token = page.next_page_token
+        if not token or not args.all:
+            return 0
+
+
+def cmd_demo(stub: Any, args: argparse.Namespace) -> int:
+    image = Path(args.image)
+    print(f"creating a user with avatar {image} ...", flush=True)
+    started = time.monotonic()
+    user = stub.CreateUser(
+        accounts_pb2.CreateUserRequest(
+            email=f"demo-{uuid.uuid4().hex[:8]}@example.com",
+            display_name="Demo User",
+            avatar_image=image.read_bytes(),
+        ),
+        timeout=30,
+    )
+    print(f"  CreateUser answered in {1000 * (time.monotonic() - started):.0f} ms: {_line(user)}")
+    user = wait_settled(stub, user.id, args.timeout)
+    if user.thumbnail_status != accounts_pb2.THUMBNAIL_STATUS_READY:
+        return 1
+    print(f"READY after {time.monotonic() - started:.2f} s")
+    for path in save_thumbnails(user, Path(args.out)):
+        print(f"  saved {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m accounts_service.cli")
+    parser.add_argument("--addr", default="localhost:50051", help="AccountsService address")
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create", help="create a user from an image file")
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("image")
+    create.add_argument("--wait", action="store_true", help="wait until READY or FAILED")
+    create.add_argument("--timeout", type=float, default=60)
+    get = sub.add_parser("get", help="show one user")
+    get.add_argument("id")
+    listing = sub.add_parser("list", help="list users")
+    listing.add_argument("--page-size", type=int, default=50)
+    listing.add_argument("--all", action="store_true", help="follow every page")
+    demo = sub.add_parser("demo", help="create a user from a sample image and save thumbnails")
+    demo.add_argument("--image", default=str(SAMPLE))
+    demo.add_argument("--out", default="out")
+    demo.add_argument("--timeout", type=float, default=60)
+    args = parser.parse_args(argv)
+    commands = {"create": cmd_create, "get": cmd_get, "list": cmd_list, "demo": cmd_demo}
+    channel, stub = _stub(args.addr)
+    try:
+        return commands[args.command](stub, args)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        channel.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""PostgreSQL: every SQL statement of the accounts service lives here."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from accounts_service.errors import AlreadyExists
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.AsyncConnection[Any]
+_MIGRATION_LOCK = 0x61766174  # pg_advisory_xact_lock key: several replicas may start at once
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: uuid.UUID
+    email: str
+    display_name: str
+    avatar_object: str
+    avatar_content_type: str
+    avatar_generation: int
+    thumbnail_status: str
+    thumbnails: dict[str, Any] | None
+    failure_code: str
+    failure_reason: str
+    request_id: str | None
+    request_hash: str | None
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    event_id: uuid.UUID
+    subject: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class UploadRow:
+    object: str
+    content_type: str
+    content_length: int
+    expire_time: datetime
+    used_by: uuid.UUID | None
+
+
+_USER_COLUMNS = (
+    "id, email, display_name, avatar_object, avatar_content_type, avatar_generation, "
+    "thumbnail_status, thumbnails, failure_code, failure_reason, request_id, request_hash, "
+    "create_time, update_time"
+)
+
+
+async def migrate(pool: AsyncConnectionPool[Conn]) -> list[str]:
+    """Applies the SQL files in migrations/ not applied yet, in name order; returns their names."""
+    files = sorted(
+        (
+            f
+            for f in resources.files("accounts_service.migrations").iterdir()
+            if f.name.endswith(".sql")
+        ),
+        key=lambda f: f.name,
+    )
+    applied: list[str] = []
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur = await conn.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in await cur.fetchall()}
+        for f in files:
+            if f.name in done:
+                continue
+            await conn.execute(f.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (f.name,))
+            applied.append(f.name)
+    return applied
+
+
+async def email_taken(conn: Conn, email: str) -> bool:
+    cur = await conn.execute("SELECT 1 FROM users WHERE lower(email) = lower(%s)", (email,))
+    return await cur.fetchone() is not None
+
+
+async def insert_user(
+    conn: Conn,
+    *,
+    user_id: uuid.UUID,
+    email: str,
+    display_name: str,
+    avatar_object: str,
+    avatar_content_type: str,
+    request_id: str | None,
+    request_hash: str | None,
+) -> UserRow:
+    """Inserts a PENDING user at generation 1; AlreadyExists when the email is taken."""
+    try:
+        async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+            await cur.execute(
+                "INSERT INTO users (id, email, display_name, avatar_object, avatar_content_type,"
+                " thumbnail_status, request_id, request_hash)"
+                f" VALUES (%s, %s, %s, %s, %s, 'PENDING', %s, %s) RETURNING {_USER_COLUMNS}",
+                (
+                    user_id,
+                    email,
+                    display_name,
+                    avatar_object,
+                    avatar_content_type,
+                    request_id,
+                    request_hash,
+                ),
+            )
+            row = await cur.fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "users_email_lower_key":
+            raise AlreadyExists(f"email {email!r} is already taken") from exc
+        raise
+    assert row is not None
+    return row
+
+
+async def insert_event(conn: Conn, event_id: uuid.UUID, subject: str, payload: bytes) -> None:
+    await conn.execute(
+        "INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s)",
+        (event_id, subject, payload),
+    )
+
+
+async def get_user(conn: Conn, user_id: uuid.UUID, *, for_update: bool = False) -> UserRow | None:
+    lock = " FOR UPDATE" if for_update else ""
+    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+        await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = %s{lock}", (user_id,))
+        return await cur.fetchone()
+
+
+async def get_user_by_request_id(conn: Conn, request_id: str) -> UserRow | None:
+    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+        await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE request_id = %s", (request_id,))
+        return await cur.fetchone()
+
+
+async def list_users(
+    conn: Conn, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[UserRow]:
+    """Users ordered by (create_time, id), strictly after the given key."""
+    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+        if after is None:
+            await cur.execute(
+                f"SELECT {_USER_COLUMNS} FROM users ORDER BY create_time, id LIMIT %s", (limit,)
+            )
+        else:
+            await cur.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE (create_time, id) > (%s, %s)"
+                " ORDER BY create_time, id LIMIT %s",
+                (after[0], after[1], limit),
+            )
+        return await cur.fetchall()
+
+
+async def set_avatar(
+    conn: Conn, user_id: uuid.UUID, generation: int, avatar_object: str, content_type: str
+) -> UserRow | None:
+    """Moves the user to a new avatar generation, PENDING again."""
+    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+        await cur.execute(
+            "UPDATE users SET avatar_object = %s, avatar_content_type = %s,"
+            " avatar_generation = %s, thumbnail_status = 'PENDING', thumbnails = NULL,"
+            " failure_code = '', failure_reason = '', update_time = clock_timestamp()"
+            f" WHERE id = %s RETURNING {_USER_COLUMNS}",
+            (avatar_object, content_type, generation, user_id),
+        )
+        return await cur.fetchone()
+
+
+async def set_pending(conn: Conn, user_id: uuid.UUID) -> UserRow | None:
+    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+        await cur.execute(
+            "UPDATE users SET thumbnail_status = 'PENDING', failure_code = '',"
+            " failure_reason = '', update_time = clock_timestamp()"
+            f" WHERE id = %s RETURNING {_USER_COLUMNS}",
+            (user_id,),
+        )
+        return await cur.fetchone()
+
+
+async def set_thumbnails(
+    conn: Conn, user_id: uuid.UUID, generation: int, thumbnails: dict[str, Any]
+) -> UserRow | None:
+    """READY with these thumbnails, only if `generation` is still the user's; else None."""
+    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+        await cur.execute(
+            "UPDATE users SET thumbnail_status = 'READY', thumbnails = %s, failure_code = '',"
+            " failure_reason = '', update_time = clock_timestamp()"
+            " WHERE id = %s AND avatar_generation = %s"
+            " AND (thumbnail_status <> 'READY' OR thumbnails IS DISTINCT FROM %s)"
+            f" RETURNING {_USER_COLUMNS}",
+            (Jsonb(thumbnails), user_id, generation, Jsonb(thumbnails)),
+        )
+        return await cur.fetchone()
+
+
+async def set_failure(
+    conn: Conn, user_id: uuid.UUID, generation: int, code: str, reason: str
+) -> UserRow | None:
+    """FAILED, only for the user's current generation and never over READY; else None."""
+    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+        await cur.execute(
+            "UPDATE users SET thumbnail_status = 'FAILED', failure_code = %s,"
+            " failure_reason = %s, update_time = clock_timestamp()"
+            " WHERE id = %s AND avatar_generation = %s AND thumbnail_status = 'PENDING'"
+            f" RETURNING {_USER_COLUMNS}",
+            (code, reason, user_id, generation),
+        )
+        return await cur.fetchone()
+
+
+async def claim_events(conn: Conn, limit: int) -> list[OutboxRow]:
+    """Locks up to `limit` unpublished events, oldest first; rows other relays hold are skipped."""
+    async with conn.cursor(row_factory=class_row(OutboxRow)) as cur:
+        await cur.execute(
+            "SELECT event_id, subject, payload FROM outbox WHERE published_at IS NULL"
+            " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (limit,),
+        )
+        return await cur.fetchall()
+
+
+async def mark_published(conn: Conn, event_ids: list[uuid.UUID]) -> None:
+    if event_ids:
+        await conn.execute(
+            "UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1"
+            " WHERE event_id = ANY(%s)",
+            (event_ids,),
+        )
+
+
+async def record_publish_error(conn: Conn, event_ids: list[uuid.UUID], error: str) -> None:
+    if event_ids:
+        await conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE event_id = ANY(%s)",
+            (error[:500], event_ids),
+        )
+
+
+async def pending_events(conn: Conn) -> int:
+    cur = await conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def insert_upload(
+    conn: Conn, obj: str, content_type: str, content_length: int, expire_time: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO uploads (object, content_type, content_length, expire_time)"
+        " VALUES (%s, %s, %s, %s)",
+        (obj, content_type, content_length, expire_time),
+    )
+
+
+async def claim_upload(conn: Conn, obj: str, user_id: uuid.UUID) -> UploadRow | None:
+    """Marks an issued, unused upload as used by `user_id`; None if not issued or already used."""
+    async with conn.cursor(row_factory=class_row(UploadRow)) as cur:
+        await cur.execute(
+            "UPDATE uploads SET used_by = %s WHERE object = %s AND used_by IS NULL"
+            " RETURNING object, content_type, content_length, expire_time, used_by",
+            (user_id, obj),
+        )
+        return await cur.fetchone()
+
+
+async def get_upload(conn: Conn, obj: str) -> UploadRow | None:
+    async with conn.cursor(row_factory=class_row(UploadRow)) as cur:
+        await cur.execute(
+            "SELECT object, content_type, content_length, expire_time, used_by"
+            " FROM uploads WHERE object = %s",
+            (obj,),
+        )
+        return await cur.fetchone()

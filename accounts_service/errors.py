@@ -1,0 +1,45 @@
+"""Errors of the accounts domain; servicer.py maps each to one gRPC status code.
+
+AccountsError
+├── InvalidArgument   (field violations, optional failure code)  -> INVALID_ARGUMENT
+├── NotFound                                                      -> NOT_FOUND
+├── AlreadyExists                                                 -> ALREADY_EXISTS
+├── Unauthenticated                                               -> UNAUTHENTICATED
+└── Unavailable       (database or storage unreachable)           -> UNAVAILABLE
+"""
+
+from __future__ import annotations
+
+
+class AccountsError(Exception):
+    """Base of every error the servicer translates."""
+
+
+class InvalidArgument(AccountsError):
+    def __init__(self, field: str, description: str, code: str = "") -> None:
+        super().__init__(f"{field}: {description}")
+        self.violations: list[tuple[str, str]] = [(field, description)]
+        self.code = code
+
+    @classmethod
+    def many(cls, violations: list[tuple[str, str]]) -> InvalidArgument:
+        err = cls(*violations[0])
+        err.violations = list(violations)
+        err.args = ("; ".join(f"{f}: {d}" for f, d in violations),)
+        return err
+
+
+class NotFound(AccountsError):
+    pass
+
+
+class AlreadyExists(AccountsError):
+    pass
+
+
+class Unauthenticated(AccountsError):
+    pass
+
+
+class Unavailable(AccountsError):
+    pass

@@ -1,0 +1,136 @@
+"""Composition root: settings in, servers and connections opened and closed in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import grpc
+import psycopg
+import psycopg_pool
+from accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from accounts_service import db, logs
+from accounts_service.auth import InternalTokenInterceptor
+from accounts_service.avatar import AvatarLimits
+from accounts_service.bus import Bus
+from accounts_service.errors import Unavailable
+from accounts_service.outbox import OutboxRelay
+from accounts_service.servicer import AccountsServicer
+from accounts_service.settings import Settings, SettingsError, from_env
+from accounts_service.storage import Storage
+from accounts_service.users import Users
+
+log = logging.getLogger("accounts_service")
+SERVICE_NAME = accounts_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name
+
+
+def build_server(settings: Settings) -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[InternalTokenInterceptor(settings.internal_token)],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ],
+    )
+
+
+async def retry_until(
+    stop: asyncio.Event, what: str, attempt: Callable[[], Awaitable[object]]
+) -> bool:
+    """Calls `attempt` until it succeeds (True) or `stop` is set (False), backing off to 5 s."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await attempt()
+            return True
+        except (psycopg.Error, psycopg_pool.PoolTimeout, Unavailable, OSError) as exc:
+            log.warning("waiting for dependency", extra={"dependency": what, "error": str(exc)})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 5.0)
+    return False
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Runs until `stop` is set, then shuts down within the grace period."""
+    health_servicer = health.aio.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    pool: psycopg_pool.AsyncConnectionPool[db.Conn] = psycopg_pool.AsyncConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        open=False,
+        timeout=10.0,
+        check=psycopg_pool.AsyncConnectionPool.check_connection,
+        name="accounts",
+    )
+    storage = Storage(settings)
+    page_key = hashlib.sha256(b"page-token\0" + settings.internal_token.encode()).digest()
+    users = Users(
+        pool, storage, AvatarLimits(settings.max_avatar_bytes, settings.max_pixels), page_key
+    )
+    server = build_server(settings)
+    accounts_pb2_grpc.add_AccountsServiceServicer_to_server(
+        AccountsServicer(users, storage), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"[::]:{settings.port}")
+    await server.start()
+    log.info("listening", extra={"port": port, "settings": repr(settings)})
+
+    bus = Bus(settings.nats_url)
+    relay_task: asyncio.Task[None] | None = None
+    try:
+        await pool.open(wait=False)
+        if (
+            await retry_until(stop, "postgresql", lambda: pool.wait(timeout=5.0))
+            and await retry_until(stop, "migrations", lambda: db.migrate(pool))
+            and await retry_until(stop, "s3", storage.check)
+        ):
+            relay = OutboxRelay(pool, bus, settings.database_url, settings.relay_poll_seconds)
+            relay_task = asyncio.create_task(relay.run(stop))
+            for name in ("", SERVICE_NAME):
+                await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            log.info("serving")
+        await stop.wait()
+    finally:
+        log.info("shutting down", extra={"grace_s": settings.shutdown_grace_seconds})
+        await health_servicer.enter_graceful_shutdown()
+        stop.set()
+        await server.stop(settings.shutdown_grace_seconds)
+        if relay_task is not None:
+            await relay_task
+        await bus.close()
+        await pool.close()
+        log.info("stopped")
+
+
+async def run(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop)
+
+
+def main() -> None:
+    try:
+        settings = from_env(os.environ)
+    except SettingsError as exc:
+        print(f"accounts_service: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(settings.log_level)
+    asyncio.run(run(settings))

@@ -1,0 +1,117 @@
+"""The outbox relay: claim unpublished events, publish with Nats-Msg-Id, mark them published.
+
+A crash between publish and mark only makes a duplicate, which JetStream drops by its
+Nats-Msg-Id within the stream's duplicate window. Several replicas may run the relay at once:
+rows are claimed with FOR UPDATE SKIP LOCKED. The relay wakes on LISTEN/NOTIFY and also polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from accounts_service import db
+from accounts_service.bus import Bus, PublishFailed
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "outbox"
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[db.Conn],
+        bus: Bus,
+        database_url: str,
+        poll_seconds: float,
+        batch: int = 100,
+    ) -> None:
+        self._pool = pool
+        self._bus = bus
+        self._dsn = database_url
+        self._poll = poll_seconds
+        self._batch = batch
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publishes until `stop` is set; never raises for NATS or PostgreSQL outages."""
+        listener = asyncio.create_task(self._listen(stop))
+        failures = 0
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    sent = await self.publish_pending()
+                    failures = 0
+                except (PublishFailed, psycopg.Error) as exc:
+                    failures += 1
+                    delay = min(self._poll, 0.2 * 2**failures)
+                    log.warning("outbox relay retrying", extra={"error": str(exc), "in_s": delay})
+                    await self._sleep(stop, delay)
+                    continue
+                if sent < self._batch:
+                    await self._sleep(stop, self._poll)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def publish_pending(self) -> int:
+        """Publishes one batch; returns how many events went out."""
+        async with self._pool.connection() as conn, conn.transaction():
+            rows = await db.claim_events(conn, self._batch)
+            sent: list[db.OutboxRow] = []
+            try:
+                for row in rows:
+                    await self._bus.publish(row.subject, row.payload, str(row.event_id))
+                    sent.append(row)
+            except PublishFailed as exc:
+                failed = [r.event_id for r in rows[len(sent) :]]
+                await db.record_publish_error(conn, failed[:1], str(exc))
+                await db.mark_published(conn, [r.event_id for r in sent])
+                self._log_sent(sent)
+                raise
+            await db.mark_published(conn, [r.event_id for r in sent])
+        self._log_sent(sent)
+        return len(sent)
+
+    @staticmethod
+    def _log_sent(rows: list[db.OutboxRow]) -> None:
+        for row in rows:
+            log.info(
+                "event published", extra={"event_id": str(row.event_id), "subject": row.subject}
+            )
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Waits for a NOTIFY, `stop`, or the timeout, whichever comes first."""
+        waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
+        _, pending = await asyncio.wait(
+            waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Holds one LISTEN connection, reconnecting after PostgreSQL restarts."""
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._wake.set()  # notifications may have been missed while away
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error as exc:
+                log.warning("outbox listener reconnecting", extra={"error": str(exc)})
+                await self._sleep_plain(stop, 1.0)
+
+    @staticmethod
+    async def _sleep_plain(stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,347 @@
+"""Use cases of the accounts service: each one a short function over db, storage and events."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from accounts.v1 import events_pb2
+from psycopg_pool import AsyncConnectionPool
+
+from accounts_service import db, validation
+from accounts_service.avatar import AvatarInfo, AvatarLimits, AvatarRejected, inspect_avatar
+from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from accounts_service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "accounts.thumbnail.requested"
+SIZES = {"small": 100, "medium": 200, "large": 400}
+FAILURE_CODES = frozenset(
+    {
+        "EMPTY",
+        "NOT_AN_IMAGE",
+        "TRUNCATED",
+        "UNSUPPORTED_FORMAT",
+        "TOO_MANY_PIXELS",
+        "TOO_LARGE",
+        "SOURCE_MISSING",
+        "GAVE_UP",
+    }
+)
+HEADER_BYTES = 512 * 1024  # enough for any image header, EXIF and ICC blocks included
+UPLOAD_TTL = timedelta(hours=1)
+Avatar = bytes | str  # inline image bytes, or an upload key from CreateAvatarUpload
+
+
+def original_key(user_id: uuid.UUID, generation: int) -> str:
+    return f"avatars/{user_id}/{generation}/original"
+
+
+def thumbnail_key(user_id: uuid.UUID, generation: int, name: str) -> str:
+    return f"thumbnails/{user_id}/{generation}/{name}.png"
+
+
+@dataclass(frozen=True)
+class RenderedThumbnail:
+    name: str  # small | medium | large
+    object: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Upload:
+    object: str
+    url: str
+    expire_time: datetime
+
+
+class Users:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[db.Conn],
+        storage: Storage,
+        limits: AvatarLimits,
+        page_key: bytes,
+    ) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._limits = limits
+        self._page_key = page_key
+
+    async def create(
+        self, email: str, display_name: str, avatar: Avatar | None, request_id: str
+    ) -> db.UserRow:
+        """A PENDING user and its ThumbnailRequested event, committed together.
+
+        A repeat of `request_id` with the same body returns the user as it is now and
+        publishes nothing; with a different body it is INVALID_ARGUMENT on request_id.
+        """
+        validation.check_new_user(email, display_name, request_id)
+        if avatar is None:
+            raise InvalidArgument("avatar_image", "is required (or set avatar_object)")
+        fingerprint = validation.request_fingerprint(email, display_name, avatar)
+        if request_id and (earlier := await self._replay(request_id, fingerprint)):
+            return earlier
+        async with self._pool.connection() as conn:
+            if await db.email_taken(conn, email):
+                raise AlreadyExists(f"email {email!r} is already taken")
+        user_id = uuid.uuid4()
+        key = original_key(user_id, 1)
+        content_type = await self._store_avatar(avatar, key)
+        try:
+            user = await self._insert(
+                user_id,
+                email,
+                display_name,
+                key,
+                content_type,
+                avatar,
+                request_id or None,
+                fingerprint,
+            )
+        except psycopg.errors.UniqueViolation:
+            await self._discard(key)
+            if request_id and (earlier := await self._replay(request_id, fingerprint)):
+                return earlier
+            raise
+        except BaseException:
+            await self._discard(key)
+            raise
+        if isinstance(avatar, str):
+            await self._discard(avatar)
+        return user
+
+    async def _insert(
+        self,
+        user_id: uuid.UUID,
+        email: str,
+        display_name: str,
+        key: str,
+        content_type: str,
+        avatar: Avatar,
+        request_id: str | None,
+        fingerprint: str,
+    ) -> db.UserRow:
+        async with self._pool.connection() as conn, conn.transaction():
+            if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, user_id):
+                raise InvalidArgument("avatar_object", "is already used by another user")
+            user = await db.insert_user(
+                conn,
+                user_id=user_id,
+                email=email,
+                display_name=display_name,
+                avatar_object=key,
+                avatar_content_type=content_type,
+                request_id=request_id,
+                request_hash=fingerprint if request_id else None,
+            )
+            event_id = await self._request_thumbnails(conn, user)
+        log.info("user created", extra={"user_id": str(user_id), "event_id": str(event_id)})
+        return user
+
+    async def _replay(self, request_id: str, fingerprint: str) -> db.UserRow | None:
+        async with self._pool.connection() as conn:
+            user = await db.get_user_by_request_id(conn, request_id)
+        if user is not None and user.request_hash != fingerprint:
+            raise InvalidArgument("request_id", "was already used for a different request")
+        return user
+
+    async def get(self, user_id: str) -> db.UserRow:
+        uid = validation.parse_id(user_id)
+        async with self._pool.connection() as conn:
+            user = await db.get_user(conn, uid)
+        if user is None:
+            raise NotFound(f"user {uid} not found")
+        return user
+
+    async def list_page(self, page_size: int, page_token: str) -> tuple[list[db.UserRow], str]:
+        size = validation.page_size(page_size)
+        after = validation.decode_page_token(self._page_key, page_token) if page_token else None
+        async with self._pool.connection() as conn:
+            rows = await db.list_users(conn, after, size + 1)
+        if len(rows) <= size:
+            return rows, ""
+        last = rows[size - 1]
+        return rows[:size], validation.encode_page_token(self._page_key, last.create_time, last.id)
+
+    async def update_avatar(self, user_id: str, avatar: Avatar | None) -> db.UserRow:
+        """A new generation, PENDING, and a new event; results for older generations lose."""
+        uid = validation.parse_id(user_id)
+        if avatar is None:
+            raise InvalidArgument("avatar_image", "is required (or set avatar_object)")
+        async with self._pool.connection() as conn, conn.transaction():
+            current = await db.get_user(conn, uid, for_update=True)
+            if current is None:
+                raise NotFound(f"user {uid} not found")
+            key = original_key(uid, current.avatar_generation + 1)
+            content_type = await self._store_avatar(avatar, key)
+            if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, uid):
+                raise InvalidArgument("avatar_object", "is already used by another user")
+            user = await db.set_avatar(conn, uid, current.avatar_generation + 1, key, content_type)
+            assert user is not None
+            event_id = await self._request_thumbnails(conn, user)
+        log.info(
+            "avatar updated",
+            extra={
+                "user_id": str(uid),
+                "event_id": str(event_id),
+                "generation": user.avatar_generation,
+            },
+        )
+        return user
+
+    async def regenerate(self, user_id: str) -> db.UserRow:
+        """PENDING again and a new event for the current generation, in any state."""
+        uid = validation.parse_id(user_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            user = await db.set_pending(conn, uid)
+            if user is None:
+                raise NotFound(f"user {uid} not found")
+            event_id = await self._request_thumbnails(conn, user)
+        log.info("thumbnails re-requested", extra={"user_id": str(uid), "event_id": str(event_id)})
+        return user
+
+    async def update_thumbnails(
+        self,
+        user_id: str,
+        generation: int,
+        thumbnails: list[RenderedThumbnail] | None,
+        failure: tuple[str, str] | None,
+    ) -> db.UserRow:
+        """Records a render result; one for another generation leaves the user as it is."""
+        uid = validation.parse_id(user_id, "user_id")
+        async with self._pool.connection() as conn, conn.transaction():
+            if thumbnails is not None:
+                stored = _thumbnails_json(uid, generation, thumbnails)
+                user = await db.set_thumbnails(conn, uid, generation, stored)
+            elif failure is not None:
+                code, reason = _checked_failure(*failure)
+                user = await db.set_failure(conn, uid, generation, code, reason)
+            else:
+                raise InvalidArgument("thumbnails", "a result (thumbnails or failure) is required")
+            if user is None:
+                user = await db.get_user(conn, uid)
+                if user is None:
+                    raise NotFound(f"user {uid} not found")
+                log.info(
+                    "render result ignored",
+                    extra={
+                        "user_id": str(uid),
+                        "generation": generation,
+                        "current": user.avatar_generation,
+                    },
+                )
+                return user
+        log.info(
+            "thumbnails recorded",
+            extra={"user_id": str(uid), "generation": generation, "status": user.thumbnail_status},
+        )
+        return user
+
+    async def create_upload(self, content_type: str, content_length: int) -> Upload:
+        """Issues a presigned PUT under uploads/; only keys issued here are accepted later."""
+        violations = []
+        if content_type not in {"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"}:
+            violations.append(("content_type", "must be image/jpeg, png, webp, gif or avif"))
+        if not 0 < content_length <= self._limits.max_bytes:
+            violations.append(
+                ("content_length", f"must be between 1 and {self._limits.max_bytes} bytes")
+            )
+        if violations:
+            raise InvalidArgument.many(violations)
+        key = f"uploads/{uuid.uuid4()}"
+        expire_time = datetime.now(UTC) + UPLOAD_TTL
+        async with self._pool.connection() as conn:
+            await db.insert_upload(conn, key, content_type, content_length, expire_time)
+        return Upload(
+            object=key, url=self._storage.upload_url(key, UPLOAD_TTL), expire_time=expire_time
+        )
+
+    async def _request_thumbnails(self, conn: db.Conn, user: db.UserRow) -> uuid.UUID:
+        """Adds the ThumbnailRequested event to the outbox, inside the caller's transaction."""
+        event_id = uuid.uuid4()
+        event = events_pb2.ThumbnailRequested(
+            event_id=str(event_id),
+            user_id=str(user.id),
+            avatar_object=user.avatar_object,
+            avatar_generation=user.avatar_generation,
+        )
+        event.requested_time.FromDatetime(datetime.now(UTC))
+        await db.insert_event(conn, event_id, SUBJECT, event.SerializeToString())
+        return event_id
+
+    async def _store_avatar(self, avatar: Avatar, key: str) -> str:
+        """Checks the avatar from its header and stores it at `key`; returns its content type."""
+        if isinstance(avatar, bytes):
+            info = self._inspect(avatar, "avatar_image")
+            await self._storage.put_original(key, avatar, info.content_type)
+            return info.content_type
+        await self._check_upload(avatar)
+        stat = await self._storage.stat(avatar)
+        if stat is None:
+            raise InvalidArgument("avatar_object", "the upload never arrived", "SOURCE_MISSING")
+        if stat.size > self._limits.max_bytes:
+            raise InvalidArgument(
+                "avatar_object",
+                f"is {stat.size} bytes, over the {self._limits.max_bytes} limit",
+                "TOO_LARGE",
+            )
+        info = self._inspect(await self._storage.read_head(avatar, HEADER_BYTES), "avatar_object")
+        await self._storage.copy(avatar, key)
+        return info.content_type
+
+    async def _check_upload(self, obj: str) -> None:
+        async with self._pool.connection() as conn:
+            upload = await db.get_upload(conn, obj) if obj.startswith("uploads/") else None
+        if upload is None:
+            raise InvalidArgument("avatar_object", "was not issued by CreateAvatarUpload")
+        if upload.used_by is not None:
+            raise InvalidArgument("avatar_object", "is already used by another user")
+
+    def _inspect(self, data: bytes, field: str) -> AvatarInfo:
+        try:
+            return inspect_avatar(data, self._limits)
+        except AvatarRejected as exc:
+            raise InvalidArgument(field, exc.reason, exc.code) from exc
+
+    async def _discard(self, key: str) -> None:
+        with contextlib.suppress(Unavailable):
+            await self._storage.delete(key)
+
+
+def _checked_failure(code: str, reason: str) -> tuple[str, str]:
+    if code not in FAILURE_CODES:
+        raise InvalidArgument("failure.code", f"must be one of {', '.join(sorted(FAILURE_CODES))}")
+    return code, reason[:1000] or code
+
+
+def _thumbnails_json(
+    user_id: uuid.UUID, generation: int, thumbnails: list[RenderedThumbnail]
+) -> dict[str, dict[str, int | str]]:
+    """Validates a worker's result: exactly our three sizes at the keys we expect."""
+    by_name = {t.name: t for t in thumbnails}
+    if set(by_name) != set(SIZES) or len(thumbnails) != len(SIZES):
+        raise InvalidArgument("thumbnails", "must contain small, medium and large")
+    stored: dict[str, dict[str, int | str]] = {}
+    for name, size in SIZES.items():
+        t = by_name[name]
+        if t.object != thumbnail_key(user_id, generation, name):
+            raise InvalidArgument(
+                f"thumbnails.{name}.object", f"must be {thumbnail_key(user_id, generation, name)}"
+            )
+        if (t.width, t.height) != (size, size) or t.size_bytes <= 0:
+            raise InvalidArgument(f"thumbnails.{name}", f"must be {size}x{size} with a size")
+        stored[name] = {
+            "object": t.object,
+            "width": size,
+            "height": size,
+            "size_bytes": t.size_bytes,
+        }
+    return stored

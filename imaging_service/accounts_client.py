@@ -1,0 +1,103 @@
+"""The accounts service, as the worker sees it: report thumbnails or a failure for one user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+from accounts.v1 import accounts_pb2, accounts_pb2_grpc
+
+from imaging_service.errors import AccountsRejected, AccountsUnavailable, UserGone
+
+# Our request is wrong and will be wrong again: retrying cannot help.
+_REJECTED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class StoredThumbnail:
+    """A thumbnail already in storage; ``name`` is small, medium or large."""
+
+    name: str
+    object: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+class AccountsClient:
+    """Calls AccountsService.UpdateThumbnails with the internal credential.
+
+    Both reports raise UserGone (the user was deleted), AccountsRejected (our request is
+    malformed) or AccountsUnavailable (anything worth a retry, including a wrong token, which an
+    operator can fix while the queue holds the job).
+    """
+
+    def __init__(self, addr: str, token: str, timeout: float = 10.0) -> None:
+        self._addr = addr
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: accounts_pb2_grpc.AccountsServiceStub | None = None
+
+    async def __aenter__(self) -> AccountsClient:
+        self._channel = grpc.aio.insecure_channel(self._addr)  # connects lazily
+        self._stub = accounts_pb2_grpc.AccountsServiceStub(self._channel)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def report_thumbnails(
+        self, user_id: str, generation: int, thumbnails: list[StoredThumbnail]
+    ) -> None:
+        fields = {
+            t.name: accounts_pb2.Thumbnail(
+                object=t.object, width=t.width, height=t.height, size_bytes=t.size_bytes
+            )
+            for t in thumbnails
+        }
+        await self._update(
+            accounts_pb2.UpdateThumbnailsRequest(
+                user_id=user_id,
+                avatar_generation=generation,
+                thumbnails=accounts_pb2.Thumbnails(**fields),
+            )
+        )
+
+    async def report_failure(self, user_id: str, generation: int, code: str, reason: str) -> None:
+        await self._update(
+            accounts_pb2.UpdateThumbnailsRequest(
+                user_id=user_id,
+                avatar_generation=generation,
+                failure=accounts_pb2.Failure(code=code, reason=reason),
+            )
+        )
+
+    async def _update(self, request: accounts_pb2.UpdateThumbnailsRequest) -> None:
+        if self._stub is None:
+            raise RuntimeError("AccountsClient used outside 'async with'")
+        try:
+            await self._stub.UpdateThumbnails(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details() or ""
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise UserGone(f"user {request.user_id}: {details}") from exc
+            if code in _REJECTED:
+                raise AccountsRejected(f"UpdateThumbnails {code.name}: {details}") from exc
+            raise AccountsUnavailable(f"UpdateThumbnails {code.name}: {details}") from exc

@@ -1,0 +1,254 @@
+"""NATS JetStream: the ACCOUNTS stream, the durable pull consumer "imaging" and its deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from imaging_service.errors import QueueUnavailable
+
+log = logging.getLogger(__name__)
+
+# Fetching from a deleted consumer just times out, so an idle worker checks it is still there.
+_RECHECK_IDLE_SECONDS = 30.0
+_NATS_ERRORS = (nats.errors.Error, OSError)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Durations in seconds. ``max_deliver`` on the server is unlimited on purpose: the worker
+    counts attempts itself (consumer.py) so that a failed GAVE_UP report can still be retried."""
+
+    url: str
+    stream: str
+    stream_subjects: tuple[str, ...]
+    subject: str
+    durable: str
+    ack_wait: float
+    max_ack_pending: int
+    duplicate_window: float = 20 * 60
+    max_age: float = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    pending: int
+    ack_pending: int
+    redelivered: int
+
+
+class Delivery:
+    """One delivered message. Settling twice is a no-op; a lost ack only means a redelivery,
+    which the handler tolerates, so connection errors here are logged, not raised."""
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.data = msg.data
+        self.attempt = msg.metadata.num_delivered
+        self.stream_seq = msg.metadata.sequence.stream
+        self.settled = False
+
+    async def ack(self) -> None:
+        await self._settle("ack", self._msg.ack())
+
+    async def term(self) -> None:
+        await self._settle("term", self._msg.term())
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Redelivered after ``delay`` seconds; at once when None."""
+        await self._settle("nak", self._msg.nak(delay=delay))
+
+    async def in_progress(self) -> None:
+        """Resets the server's ack wait for this message."""
+        if self.settled:
+            return
+        try:
+            await self._msg.in_progress()
+        except _NATS_ERRORS as exc:
+            log.debug("in-progress not sent", extra={"seq": self.stream_seq, "error": repr(exc)})
+
+    async def _settle(self, what: str, send: object) -> None:
+        if self.settled:
+            if asyncio.iscoroutine(send):
+                send.close()
+            return
+        self.settled = True
+        try:
+            assert asyncio.iscoroutine(send)
+            await send
+        except _NATS_ERRORS as exc:
+            log.warning(f"{what} not sent", extra={"seq": self.stream_seq, "error": repr(exc)})
+
+
+class JobQueue:
+    """A bound pull subscription on the durable consumer."""
+
+    def __init__(
+        self, nc: Client, js: JetStreamContext, sub: JetStreamContext.PullSubscription, config: QueueConfig
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._sub = sub
+        self._config = config
+        self._last_seen = time.monotonic()
+
+    async def fetch(self, timeout: float) -> Delivery | None:
+        """The next message, or None after ``timeout`` seconds without one.
+        Raises QueueUnavailable while NATS is unreachable."""
+        try:
+            msgs = await self._sub.fetch(1, timeout=timeout)
+        except nats.errors.TimeoutError:
+            await self._recheck_when_idle()
+            return None
+        except _NATS_ERRORS as exc:
+            raise QueueUnavailable(f"fetch failed: {type(exc).__name__}: {exc}") from exc
+        self._last_seen = time.monotonic()
+        return Delivery(msgs[0])
+
+    async def info(self) -> QueueInfo:
+        try:
+            info = await self._js.consumer_info(self._config.stream, self._config.durable)
+        except _NATS_ERRORS as exc:
+            raise QueueUnavailable(f"consumer info: {type(exc).__name__}: {exc}") from exc
+        return QueueInfo(
+            pending=info.num_pending or 0,
+            ack_pending=info.num_ack_pending or 0,
+            redelivered=info.num_redelivered or 0,
+        )
+
+    async def close(self) -> None:
+        """Unsubscribe first: draining after a timed-out fetch otherwise waits out drain_timeout."""
+        try:
+            await self._sub.unsubscribe()
+            await self._nc.drain()
+        except _NATS_ERRORS as exc:
+            log.warning("nats drain failed, closing", extra={"error": repr(exc)})
+            await self._nc.close()
+
+    async def _recheck_when_idle(self) -> None:
+        if time.monotonic() - self._last_seen < _RECHECK_IDLE_SECONDS:
+            return
+        self._last_seen = time.monotonic()
+        try:
+            await self._js.consumer_info(self._config.stream, self._config.durable)
+        except nats.js.errors.NotFoundError:
+            log.warning("consumer vanished, recreating", extra={"consumer": self._config.durable})
+            await ensure(self._js, self._config)
+        except _NATS_ERRORS as exc:
+            raise QueueUnavailable(f"consumer check: {type(exc).__name__}: {exc}") from exc
+
+
+async def open_queue(config: QueueConfig) -> JobQueue:
+    """Connects (waiting for NATS as long as it takes), ensures the stream and the consumer, binds.
+
+    Cancel it to give up; nothing stays open then.
+    """
+    nc = Client()
+    try:
+        await _connect(nc, config.url)
+        js = nc.jetstream()
+        delay = 0.5
+        while True:
+            try:
+                await ensure(js, config)
+                break
+            except _NATS_ERRORS as exc:
+                log.warning("jetstream not ready, retrying", extra={"error": repr(exc), "retry_in": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        sub = await js.pull_subscribe_bind(consumer=config.durable, stream=config.stream)
+    except BaseException:
+        await nc.close()
+        raise
+    return JobQueue(nc, js, sub, config)
+
+
+async def _connect(nc: Client, url: str) -> None:
+    """With unlimited reconnect attempts nats-py also retries the first connect forever, every
+    ``reconnect_time_wait``; each failure reaches error_cb and is logged there."""
+
+    async def on_error(exc: Exception) -> None:
+        state = "connected" if nc.is_connected else "not connected"
+        log.warning(f"nats error ({state})", extra={"error": repr(exc)})
+
+    async def on_disconnected() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats reconnected")
+
+    await nc.connect(
+        url,
+        name="imaging_service",
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=2,
+        connect_timeout=2,
+        drain_timeout=5,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
+    log.info("nats connected", extra={"server": str(nc.connected_url.netloc if nc.connected_url else "")})
+
+
+async def ensure(js: JetStreamContext, config: QueueConfig) -> None:
+    """Creates or updates the stream and the durable consumer to match ``config``."""
+    await _ensure_stream(js, config)
+    await js.add_consumer(  # create-or-update; pull_subscribe would ignore a changed config
+        config.stream,
+        ConsumerConfig(
+            durable_name=config.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=config.ack_wait,
+            max_deliver=-1,
+            filter_subject=config.subject,
+            max_ack_pending=config.max_ack_pending,
+        ),
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: QueueConfig) -> None:
+    """The accounts service ensures the same stream: an existing one keeps its retention and
+    limits and only gains our subjects and a long enough duplicate window."""
+    try:
+        current = (await js.stream_info(config.stream)).config
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(
+            StreamConfig(
+                name=config.stream,
+                subjects=list(config.stream_subjects),
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=config.max_age,
+                duplicate_window=config.duplicate_window,
+            )
+        )
+        log.info("stream created", extra={"stream": config.stream})
+        return
+    subjects = list(current.subjects or [])
+    wanted = current.evolve(
+        subjects=subjects + [s for s in config.stream_subjects if s not in subjects],
+        duplicate_window=max(current.duplicate_window or 0, config.duplicate_window),
+    )
+    if wanted != current:
+        await js.update_stream(wanted)
+        log.info("stream updated", extra={"stream": config.stream})

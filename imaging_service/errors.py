@@ -1,0 +1,52 @@
+"""Errors of the imaging worker; the handler turns each into an outcome, the servicer into a code.
+
+    ImagingError
+    ├── SourceMissing        the original avatar is not in storage        permanent (SOURCE_MISSING)
+    ├── UserGone             accounts no longer knows the user            done, nothing to report
+    ├── AccountsRejected     accounts refused the report as malformed     permanent, logged
+    ├── QueueUnavailable     NATS unreachable or the consumer not ready   UNAVAILABLE
+    └── TransientError       worth a retry with back-off                  nak(delay) / UNAVAILABLE
+        ├── StorageUnavailable   S3 unreachable, 5xx, bucket missing
+        ├── AccountsUnavailable  accounts unreachable, deadline, auth
+        └── RenderUnavailable    the render pool broke (a worker process died)
+
+render.ImageRejected (bad input, permanent) is the renderer's own and is not repeated here.
+"""
+
+from __future__ import annotations
+
+
+class ImagingError(Exception):
+    """Base of every error the handler or servicer translates."""
+
+
+class SourceMissing(ImagingError):
+    pass
+
+
+class UserGone(ImagingError):
+    pass
+
+
+class AccountsRejected(ImagingError):
+    pass
+
+
+class QueueUnavailable(ImagingError):
+    pass
+
+
+class TransientError(ImagingError):
+    pass
+
+
+class StorageUnavailable(TransientError):
+    pass
+
+
+class AccountsUnavailable(TransientError):
+    pass
+
+
+class RenderUnavailable(TransientError):
+    pass

@@ -1,0 +1,114 @@
+"""One thumbnail job, start to finish, without knowing it came from a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass
+
+from accounts.v1.events_pb2 import ThumbnailRequested
+
+from imaging_service.accounts_client import AccountsClient, StoredThumbnail
+from imaging_service.errors import AccountsRejected, SourceMissing, TransientError, UserGone
+from imaging_service.pool import RenderPool
+from imaging_service.render import ImageRejected, Limits
+from imaging_service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+SIZES = {"small": 100, "medium": 200, "large": 400}
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # thumbnails reported (or the user is gone): ack
+    PERMANENT_DONE = "permanent"  # failure reported, retrying cannot help: term
+    RETRY = "retry"  # something we depend on is down: nak with back-off
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    detail: str = ""  # the failure reason or the transient error, for logs and GAVE_UP
+
+
+def thumbnail_key(user_id: str, generation: int, name: str) -> str:
+    return f"thumbnails/{user_id}/{generation}/{name}.png"
+
+
+class Handler:
+    """Idempotent: the same event always writes the same keys and sends the same report, and the
+    report is sent only after every thumbnail is stored, so a retry after any step is safe."""
+
+    def __init__(
+        self, storage: Storage, pool: RenderPool, accounts: AccountsClient, limits: Limits
+    ) -> None:
+        self._storage = storage
+        self._pool = pool
+        self._accounts = accounts
+        self._limits = limits
+
+    async def handle(self, event: ThumbnailRequested) -> Result:
+        try:
+            return await self._run(event)
+        except TransientError as exc:
+            return Result(Outcome.RETRY, str(exc))
+        except UserGone:
+            return Result(Outcome.DONE, "user deleted")
+        except AccountsRejected as exc:
+            log.error("accounts rejected the report", extra=_ids(event) | {"error": str(exc)})
+            return Result(Outcome.PERMANENT_DONE, str(exc))
+
+    async def give_up(self, event: ThumbnailRequested, reason: str) -> None:
+        """Reports GAVE_UP; raises like the reports in accounts_client (UserGone included)."""
+        await self._accounts.report_failure(
+            event.user_id, event.avatar_generation, "GAVE_UP", reason
+        )
+
+    async def _run(self, event: ThumbnailRequested) -> Result:
+        try:
+            data = await self._storage.get_original(event.avatar_object, self._limits.max_bytes)
+            rendered = await self._pool.render(data, tuple(SIZES.values()))
+        except SourceMissing as exc:
+            return await self._fail(event, "SOURCE_MISSING", str(exc))
+        except ImageRejected as exc:
+            return await self._fail(event, exc.code, exc.reason)
+        by_size = {t.size: t.png for t in rendered}
+        stored = [
+            StoredThumbnail(
+                name=name,
+                object=thumbnail_key(event.user_id, event.avatar_generation, name),
+                width=size,
+                height=size,
+                size_bytes=len(by_size[size]),
+            )
+            for name, size in SIZES.items()
+        ]
+        await asyncio.gather(
+            *(self._storage.put_thumbnail(t.object, by_size[t.width]) for t in stored)
+        )
+        try:
+            await self._accounts.report_thumbnails(event.user_id, event.avatar_generation, stored)
+        except UserGone:
+            await self._remove(event, stored)
+            raise
+        return Result(Outcome.DONE)
+
+    async def _fail(self, event: ThumbnailRequested, code: str, reason: str) -> Result:
+        await self._accounts.report_failure(event.user_id, event.avatar_generation, code, reason)
+        return Result(Outcome.PERMANENT_DONE, f"{code}: {reason}")
+
+    async def _remove(self, event: ThumbnailRequested, stored: list[StoredThumbnail]) -> None:
+        """The user was deleted meanwhile: take back what this job wrote (best effort)."""
+        try:
+            await asyncio.gather(*(self._storage.remove(t.object) for t in stored))
+        except TransientError as exc:
+            log.warning("could not remove orphaned thumbnails", extra=_ids(event) | {"error": str(exc)})
+
+
+def _ids(event: ThumbnailRequested) -> dict[str, object]:
+    return {
+        "user_id": event.user_id,
+        "event_id": event.event_id,
+        "generation": event.avatar_generation,
+    }

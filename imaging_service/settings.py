@@ -1,0 +1,136 @@
+"""Settings of the imaging service, read once from the environment at start."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Durations are in seconds, sizes in bytes."""
+
+    nats_url: str = field(repr=False)  # may carry user:password
+    s3_endpoint: str
+    s3_access_key: str = field(repr=False)
+    s3_secret_key: str = field(repr=False)
+    s3_bucket: str
+    s3_secure: bool
+    s3_region: str
+    accounts_addr: str
+    internal_token: str = field(repr=False)
+    port: int
+    render_processes: int
+    max_avatar_bytes: int
+    max_pixels: int
+    ack_wait_seconds: float
+    max_deliver: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+    shutdown_grace_seconds: float
+    log_level: str
+    stream: str = "ACCOUNTS"
+    stream_subjects: tuple[str, ...] = ("accounts.>",)
+    subject: str = "accounts.thumbnail.requested"
+    durable: str = "imaging"
+
+
+def _int(env: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{key} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{key} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{key} must be true or false, got {raw!r}")
+
+
+def _required(env: Mapping[str, str], key: str) -> str:
+    value = env.get(key, "").strip()
+    if not value:
+        raise SettingsError(f"{key} is required but not set")
+    return value
+
+
+def _host_port(env: Mapping[str, str], key: str, default: str) -> str:
+    value = env.get(key, "").strip() or default
+    host, _, port = value.rpartition(":")
+    if "://" in value or not host or not port.isdigit():
+        raise SettingsError(f"{key} must be host:port without a scheme, got {value!r}")
+    return value
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+    if level not in logging.getLevelNamesMapping():
+        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    return level
+
+
+def from_env(env: Mapping[str, str]) -> Settings:
+    """Builds the settings; raises SettingsError naming the first bad key."""
+    retry_base = _float(env, "RETRY_BASE_SECONDS", 1.0)
+    retry_max = _float(env, "RETRY_MAX_SECONDS", 60.0)
+    if retry_max < retry_base:
+        raise SettingsError("RETRY_MAX_SECONDS must not be below RETRY_BASE_SECONDS")
+    return Settings(
+        nats_url=env.get("NATS_URL", "").strip() or "nats://127.0.0.1:4222",
+        s3_endpoint=_host_port(env, "S3_ENDPOINT", "127.0.0.1:9000"),
+        s3_access_key=env.get("S3_ACCESS_KEY", "minioadmin"),
+        s3_secret_key=env.get("S3_SECRET_KEY", "minioadmin"),
+        s3_bucket=env.get("S3_BUCKET", "").strip() or "avatars",
+        s3_secure=_bool(env, "S3_SECURE", False),
+        s3_region=env.get("S3_REGION", "").strip() or "us-east-1",
+        accounts_addr=_host_port(env, "ACCOUNTS_ADDR", "127.0.0.1:50051"),
+        internal_token=_required(env, "INTERNAL_TOKEN"),
+        port=_port(env),
+        render_processes=_int(env, "RENDER_PROCESSES", os.cpu_count() or 1, minimum=1),
+        max_avatar_bytes=_int(env, "MAX_AVATAR_BYTES", 20 * 1024 * 1024, minimum=1),
+        max_pixels=_int(env, "MAX_PIXELS", 50_000_000, minimum=1),
+        ack_wait_seconds=_float(env, "ACK_WAIT_SECONDS", 30.0),
+        max_deliver=_int(env, "MAX_DELIVER", 6, minimum=1),
+        retry_base_seconds=retry_base,
+        retry_max_seconds=retry_max,
+        shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 20.0),
+        log_level=_log_level(env),
+    )
+
+
+def _port(env: Mapping[str, str]) -> int:
+    port = _int(env, "IMAGING_PORT", 50052, minimum=0)
+    if port > 65535:
+        raise SettingsError(f"IMAGING_PORT must be 0..65535, got {port}")
+    return port

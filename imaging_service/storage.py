@@ -1,0 +1,118 @@
+"""S3 (any, via the blocking minio client run in threads): originals in, thumbnails out."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from typing import TypeVar
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+from imaging_service.errors import SourceMissing, StorageUnavailable
+
+T = TypeVar("T")
+
+PNG_CONTENT_TYPE = "image/png"
+# Keys carry the avatar generation, so a thumbnail never changes once written.
+IMMUTABLE = "public, max-age=31536000, immutable"
+_MISSING = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
+
+
+def http_client(secure: bool) -> urllib3.PoolManager:
+    """Short timeouts and two quick retries: minio's default pool can hang for minutes when S3
+    is down, and the queue retries with back-off anyway."""
+    retries = urllib3.Retry(
+        total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504), raise_on_status=False
+    )
+    timeout = urllib3.Timeout(connect=2.0, read=20.0)
+    if secure:
+        return urllib3.PoolManager(
+            timeout=timeout,
+            retries=retries,
+            maxsize=16,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+        )
+    return urllib3.PoolManager(timeout=timeout, retries=retries, maxsize=16)
+
+
+class Storage:
+    """Reads originals and writes thumbnails in one bucket. Nothing connects until a call."""
+
+    def __init__(self, client: Minio, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+
+    @classmethod
+    def connect(
+        cls, endpoint: str, access_key: str, secret_key: str, bucket: str, secure: bool, region: str
+    ) -> Storage:
+        client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http_client(secure),
+        )
+        return cls(client, bucket)
+
+    async def check(self) -> None:
+        """Raises StorageUnavailable unless the bucket exists and answers."""
+        exists = await _call(lambda: self._client.bucket_exists(self._bucket))
+        if not exists:
+            raise StorageUnavailable(f"bucket {self._bucket!r} does not exist")
+
+    async def get_original(self, key: str, max_bytes: int) -> bytes:
+        """At most ``max_bytes + 1`` bytes, so an oversized object is rejected by the renderer
+        without being read whole. Raises SourceMissing or StorageUnavailable."""
+        return await _call(lambda: self._read(key, max_bytes + 1))
+
+    async def put_thumbnail(self, key: str, png: bytes) -> None:
+        """Overwrites: the same key always gets the same bytes, so a retry is harmless."""
+        await _call(
+            lambda: self._client.put_object(
+                self._bucket,
+                key,
+                io.BytesIO(png),
+                len(png),
+                content_type=PNG_CONTENT_TYPE,
+                metadata={"Cache-Control": IMMUTABLE},
+            )
+        )
+
+    async def stat(self, key: str) -> tuple[int, str]:
+        """(size in bytes, content type). Raises SourceMissing or StorageUnavailable."""
+        info = await _call(lambda: self._client.stat_object(self._bucket, key))
+        return info.size or 0, info.content_type or ""
+
+    async def remove(self, key: str) -> None:
+        await _call(lambda: self._client.remove_object(self._bucket, key))
+
+    def _read(self, key: str, length: int) -> bytes:
+        try:
+            response = self._client.get_object(self._bucket, key, length=length)
+        except S3Error as exc:
+            if exc.code == "InvalidRange":  # any range of an empty object
+                return b""
+            raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+
+async def _call(fn: Callable[[], T]) -> T:
+    try:
+        return await asyncio.to_thread(fn)
+    except S3Error as exc:
+        if exc.code in _MISSING:
+            raise SourceMissing(f"{exc.bucket_name}/{exc.object_name} does not exist") from exc
+        raise StorageUnavailable(f"S3 refused: {exc.code}: {exc.message}") from exc
+    except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise StorageUnavailable(f"S3 unreachable: {type(exc).__name__}: {exc}") from exc

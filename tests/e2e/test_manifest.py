@@ -1,0 +1,129 @@
+"""Every shared test image ends as its manifest says, and the worker keeps serving after each."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+from google.rpc import error_details_pb2
+from minio import Minio
+from PIL import Image
+
+from devstack.servers import S3Server
+from tests.e2e.conftest import Service
+from tests.e2e.support import (
+    FAILED,
+    READY,
+    create_user,
+    image_bytes,
+    manifest,
+    png_image,
+    testdata_dir,
+    wait_settled,
+)
+
+CODES = {
+    "empty": "EMPTY",
+    "not_an_image": "NOT_AN_IMAGE",
+    "truncated": "TRUNCATED",
+    "too_many_pixels": "TOO_MANY_PIXELS",
+    "too_large_bytes": "TOO_LARGE",
+    "unsupported_format": "UNSUPPORTED_FORMAT",
+}
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
+QUADRANTS = {"top_left": (0.27, 0.27), "top_right": (0.73, 0.27),
+             "bottom_left": (0.27, 0.73), "bottom_right": (0.73, 0.73)}  # fmt: skip
+
+
+def load(entry: dict[str, Any]) -> bytes:
+    if entry.get("present", True):
+        return image_bytes(entry["name"])
+    sys.path.insert(0, str(testdata_dir()))
+    try:
+        import generate  # the corpus' own recipe for files too big to commit
+    finally:
+        sys.path.pop(0)
+    return bytes(generate.build_at_test_time(entry["name"]))
+
+
+def accepted_codes(entry: dict[str, Any]) -> set[str]:
+    if entry["expected"] == "reject":
+        return {CODES[r] for r in entry["accept_reasons"]}
+    if "codec" in entry:  # optional decoder: an honest refusal is fine too
+        return {CODES[entry["codec"]["if_unavailable"]["reason"]]}
+    return set()
+
+
+def near(pixel: tuple[int, ...], colour: tuple[int, int, int], tolerance: int = 60) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel[:3], colour, strict=True))
+
+
+def check_picture(entry: dict[str, Any], large: Image.Image) -> None:
+    rgba = large.convert("RGBA")
+    if orientation := entry.get("orientation"):
+        for quadrant, colour in orientation["upright_quadrant_colours"].items():
+            fx, fy = QUADRANTS[quadrant]
+            pixel = rgba.getpixel((int(fx * 400), int(fy * 400)))
+            assert near(pixel, COLOURS[colour]), f"{quadrant} is {pixel}, want {colour}"
+    if first := entry.get("first_frame"):
+        assert near(rgba.getpixel((200, 200)), COLOURS[first["centre_colour"]])
+    if hidden := entry.get("hidden_key_colour"):
+        opaque_hidden = [
+            p for p in rgba.getdata() if p[3] == 255 and near(p, tuple(hidden), 10)
+        ]
+        assert len(opaque_hidden) < 50, "the transparent key colour shows"
+
+
+@pytest.fixture(scope="module")
+def outcomes(pipeline: tuple[Service, Service], accounts_stub) -> dict[str, Any]:
+    """Creates one user per manifest file at once, then waits for each to settle."""
+    results: dict[str, Any] = {}
+    for entry in manifest()["files"]:
+        try:
+            results[entry["name"]] = create_user(accounts_stub, load(entry))
+        except grpc.RpcError as err:
+            results[entry["name"]] = err
+    for name, created in results.items():
+        if not isinstance(created, grpc.RpcError):
+            results[name] = wait_settled(accounts_stub, created.id, timeout=180)
+    return results
+
+
+@pytest.mark.parametrize("entry", manifest()["files"], ids=lambda e: e["name"])
+def test_manifest_outcome(
+    entry: dict[str, Any], outcomes: dict[str, Any], s3_server: S3Server, s3_bucket: str
+) -> None:
+    outcome = outcomes[entry["name"]]
+    codes = accepted_codes(entry)
+    if isinstance(outcome, grpc.RpcError):
+        assert outcome.code() == grpc.StatusCode.INVALID_ARGUMENT, outcome
+        status = rpc_status.from_call(outcome)
+        assert status is not None, "no rich error details"
+        details = {d.type_url.rsplit("/", 1)[-1]: d for d in status.details}
+        bad = error_details_pb2.BadRequest()
+        details["google.rpc.BadRequest"].Unpack(bad)
+        assert [v.field for v in bad.field_violations] == ["avatar_image"]
+        info = error_details_pb2.ErrorInfo()
+        details["google.rpc.ErrorInfo"].Unpack(info)
+        assert info.reason in codes, f"refused as {info.reason}, want one of {codes}"
+        return
+    if outcome.thumbnail_status == FAILED:
+        assert outcome.failure_code in codes, f"{outcome.failure_code}: {outcome.failure_reason}"
+        assert outcome.failure_reason
+        return
+    assert entry["expected"] == "ok", f"{entry['name']} should have been refused"
+    assert outcome.thumbnail_status == READY
+    client: Minio = s3_server.client()
+    large = png_image(client.get_object(s3_bucket, outcome.thumbnails.large.object).read(), 400)
+    check_picture(entry, large)
+
+
+def test_worker_still_serves_after_every_bad_input(
+    outcomes: dict[str, Any], accounts_stub
+) -> None:
+    created = create_user(accounts_stub, image_bytes("photo_chelsea.png"))
+    assert wait_settled(accounts_stub, created.id).thumbnail_status == READY
+
