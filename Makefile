@@ -34,7 +34,9 @@ protos: install
 
 # Generates Python code for every proto into $(1).
 define gen_protos
-	$(PY) -m grpc_tools.protoc -I protos --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTO_FILES)
+	$(PY) -m grpc_tools.protoc -I protos \
+		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+		--python_out=$(1) --grpc_python_out=$(1) --mypy_out=quiet:$(1) --mypy_grpc_out=quiet:$(1) $(PROTO_FILES)
 	touch $(1)/accounts/__init__.py $(1)/accounts/v1/__init__.py $(1)/imaging/__init__.py $(1)/imaging/v1/__init__.py
 endef
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
 UPDATE_THUMBNAILS = "/accounts.v1.AccountsService/UpdateThumbnails"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class InternalTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -19,13 +20,13 @@ class InternalTokenInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         self._expected = f"Bearer {token}".encode()
         self._methods = methods
-        self._deny = grpc.unary_unary_rpc_method_handler(_deny)
+        self._deny: Handler = grpc.unary_unary_rpc_method_handler(_deny)
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         if handler_call_details.method in self._methods:
             metadata = dict(handler_call_details.invocation_metadata or ())
             given = metadata.get("authorization", "")

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import io
-import struct
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
 from PIL import Image, ImageFile, UnidentifiedImageError, features
 
-_CONTENT_TYPES = {
-    **{"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "GIF": "image/gif"},
-    **{"WEBP": "image/webp", "AVIF": "image/avif"},
-}
-# What Pillow's header parsers raise on damaged input; it documents no narrower set.
-_HEADER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError,
-                  TypeError, ZeroDivisionError, OverflowError)  # fmt: skip
+_SUBTYPES = {"MPO": "jpeg"}  # MIME subtype where it is not the lower-cased format name
+# What a header parser may raise on damaged input, beyond the SyntaxError, IndexError, TypeError
+# and struct.error that Image.open itself turns into UnidentifiedImageError.
+_HEADER_ERRORS = (OSError, ValueError, EOFError, KeyError, ArithmeticError, RuntimeError)
 _ACCEPTED_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
-# TIFF, PSD, ICO, QOI, JPEG 2000; ISO-BMFF (HEIC, AVIF without the codec) and BMP are checked below.
-_OTHER_IMAGE_MAGIC = (
-    b"II*\x00",
-    b"MM\x00*",
-    b"8BPS",
-    b"\x00\x00\x01\x00",
-    b"qoif",
-    b"\xff\x4f\xff\x51",
-)
+# TIFF, PSD, ICO, QOI, JPEG 2000; SVG, BMP and ISO-BMFF (HEIC, ...) are recognised in code.
+_OTHER_MAGIC = (b"II*\x00", b"MM\x00*", b"8BPS", b"\x00\x00\x01\x00", b"qoif", b"\xffO\xffQ")
 
 
 @dataclass(frozen=True)
@@ -60,7 +50,11 @@ class AvatarInfo:
 
 
 def inspect_avatar(data: bytes, limits: AvatarLimits = AvatarLimits()) -> AvatarInfo:
-    """Identify ``data`` by content (never by name) and check the limits from its header alone."""
+    """Identify ``data`` by content (never by name) and check the limits from its header alone.
+
+    ``data`` must be the whole upload: Pillow's WebP and AVIF openers parse the complete
+    container, so a prefix of a larger WebP or AVIF file is refused as damaged.
+    """
     if not data:
         raise AvatarRejected("EMPTY", "the upload is empty")
     if len(data) > limits.max_bytes:
@@ -71,17 +65,18 @@ def inspect_avatar(data: bytes, limits: AvatarLimits = AvatarLimits()) -> Avatar
         reason = f"{width}x{height} is over {limits.max_pixels:,} pixels"
         raise AvatarRejected("TOO_MANY_PIXELS", reason)
     fmt = img.format or ""
-    return AvatarInfo(fmt, _CONTENT_TYPES.get(fmt, "application/octet-stream"), width, height)
+    return AvatarInfo(fmt, f"image/{_SUBTYPES.get(fmt, fmt.lower())}", width, height)
 
 
 def _open_header(data: bytes) -> ImageFile.ImageFile:
     """``Image.open`` is lazy: it parses the header and leaves the pixel data alone."""
     try:
-        with warnings.catch_warnings():  # our own pixel limit replaces Pillow's bomb warning
+        # Our pixel limit supersedes Pillow's bomb warning; its UserWarnings only note bad input.
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             warnings.simplefilter("ignore", UserWarning)
             return Image.open(io.BytesIO(data), formats=_accepted_formats())
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError as exc:  # above 2x Pillow's global limit (179 MP)
         raise AvatarRejected(
             "TOO_MANY_PIXELS", f"the header declares too many pixels ({exc})"
         ) from exc
@@ -93,17 +88,29 @@ def _open_header(data: bytes) -> ImageFile.ImageFile:
 
 @lru_cache(maxsize=1)
 def _accepted_formats() -> tuple[str, ...]:
+    """As the renderer: AVIF and HEIF only where this installation can decode them."""
     avif = features.check_module("avif") and "AVIF" in Image.registered_extensions().values()
-    return ("JPEG", "PNG", "WEBP", "GIF", *(("AVIF",) if avif else ()))
+    return ("JPEG", "PNG", "WEBP", "GIF", *(("AVIF",) if avif else ()), *_heif())
+
+
+def _heif() -> tuple[str, ...]:
+    try:
+        importlib.import_module("pillow_heif").register_heif_opener()
+    except ImportError:
+        return ()
+    return ("HEIF",)
 
 
 def _unidentified(data: bytes) -> AvatarRejected:
+    """A damaged header of an accepted format, another image format, or no image at all."""
+    webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    avif = data[4:8] == b"ftyp" and b"avif" in data[8:32] and "AVIF" in _accepted_formats()
+    if data.startswith(_ACCEPTED_MAGIC) or webp or avif:
+        return AvatarRejected("TRUNCATED", "the image header is damaged")
     head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    is_svg = head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
-    is_bmp = data[:2] == b"BM" and data[6:10] == bytes(4)
-    if is_svg or is_bmp or data.startswith(_OTHER_IMAGE_MAGIC) or data[4:8] == b"ftyp":
+    svg = head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
+    bmp = data[:2] == b"BM" and data[6:10] == bytes(4)
+    if svg or bmp or data.startswith(_OTHER_MAGIC) or data[4:8] == b"ftyp":
         accepted = ", ".join(_accepted_formats())
         return AvatarRejected("UNSUPPORTED_FORMAT", f"not one of the accepted formats: {accepted}")
-    if data.startswith(_ACCEPTED_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-        return AvatarRejected("TRUNCATED", "the image header is damaged")
     return AvatarRejected("NOT_AN_IMAGE", "the data is not a recognised image")

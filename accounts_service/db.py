@@ -85,7 +85,7 @@ async def migrate(pool: AsyncConnectionPool[Conn]) -> list[str]:
         for f in files:
             if f.name in done:
                 continue
-            await conn.execute(f.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+            await conn.execute(f.read_text(encoding="utf-8"))
             await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (f.name,))
             applied.append(f.name)
     return applied

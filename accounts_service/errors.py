@@ -22,8 +22,8 @@ class InvalidArgument(AccountsError):
         self.code = code
 
     @classmethod
-    def many(cls, violations: list[tuple[str, str]]) -> InvalidArgument:
-        err = cls(*violations[0])
+    def many(cls, violations: list[tuple[str, str]], code: str = "") -> InvalidArgument:
+        err = cls(*violations[0], code=code)
         err.violations = list(violations)
         err.args = ("; ".join(f"{f}: {d}" for f, d in violations),)
         return err

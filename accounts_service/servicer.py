@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -147,8 +147,9 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteUser is not available yet")
         raise AssertionError("unreachable")
 
-    async def WatchUser(self, request: Any, context: Any) -> Any:
+    async def WatchUser(self, request: Any, context: Any) -> AsyncIterator[accounts_pb2.User]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchUser is not available yet")
+        yield accounts_pb2.User()  # unreachable: abort raises
 
     def _user(self, row: db.UserRow) -> accounts_pb2.User:
         user = accounts_pb2.User(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import ParamSpec, TypeVar
 
 import urllib3
 from minio import Minio
@@ -15,6 +17,8 @@ from minio.error import MinioException, S3Error
 from accounts_service.errors import Unavailable
 from accounts_service.settings import Settings
 
+P = ParamSpec("P")
+R = TypeVar("R")
 IMMUTABLE = "public, max-age=31536000, immutable"
 _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket"}
 
@@ -57,7 +61,7 @@ class Storage:
             region=settings.s3_region,
         )
 
-    async def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except S3Error:

@@ -83,9 +83,18 @@ class Users:
         A repeat of `request_id` with the same body returns the user as it is now and
         publishes nothing; with a different body it is INVALID_ARGUMENT on request_id.
         """
-        validation.check_new_user(email, display_name, request_id)
+        violations = validation.new_user_violations(email, display_name, request_id)
+        code = ""
         if avatar is None:
-            raise InvalidArgument("avatar_image", "is required (or set avatar_object)")
+            violations.append(("avatar_image", "is required (or set avatar_object)"))
+        elif isinstance(avatar, bytes):
+            try:
+                self._inspect(avatar, "avatar_image")
+            except InvalidArgument as exc:
+                violations += exc.violations
+                code = exc.code
+        if violations or avatar is None:
+            raise InvalidArgument.many(violations, code)
         fingerprint = validation.request_fingerprint(email, display_name, avatar)
         if request_id and (earlier := await self._replay(request_id, fingerprint)):
             return earlier

@@ -45,8 +45,8 @@ def display_name_problem(name: str) -> str | None:
     return None
 
 
-def check_new_user(email: str, display_name: str, request_id: str) -> None:
-    """Raises InvalidArgument listing every bad field at once."""
+def new_user_violations(email: str, display_name: str, request_id: str) -> list[tuple[str, str]]:
+    """Every (field, problem) of a CreateUser request's plain fields."""
     violations = []
     if problem := email_problem(email):
         violations.append(("email", problem))
@@ -54,8 +54,7 @@ def check_new_user(email: str, display_name: str, request_id: str) -> None:
         violations.append(("display_name", problem))
     if len(request_id) > MAX_REQUEST_ID:
         violations.append(("request_id", f"must be at most {MAX_REQUEST_ID} characters"))
-    if violations:
-        raise InvalidArgument.many(violations)
+    return violations
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:

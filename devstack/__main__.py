@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -51,6 +52,13 @@ class RunSettings:
     def run_dir(self) -> Path:
         return self.repo / ".run"
 
+    @property
+    def database_name(self) -> str:
+        name = conninfo_to_dict(self.database_url).get("dbname")
+        if not name:
+            raise RuntimeError(f"DATABASE_URL {self.database_url!r} names no database")
+        return str(name)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str], repo: Path) -> RunSettings:
         return cls(
@@ -63,7 +71,7 @@ class RunSettings:
 
 
 class StopRequested(BaseException):
-    """SIGINT or SIGTERM arrived; raised from the signal handler in the main thread."""
+    """SIGINT, SIGTERM or SIGHUP arrived; raised from the signal handler in the main thread."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -76,8 +84,9 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
 
 def _handle_stop_signals(handler: Callable[[int, FrameType | None], None] | int) -> None:
     # Set explicitly: a background job of a non-interactive shell starts with SIGINT ignored.
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    # SIGHUP too: the children have their own sessions and would outlive a closed terminal.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
 
 
 @dataclass
@@ -92,10 +101,15 @@ class Stack:
         echo_line(self.out, "devstack", line)
 
     def stop(self) -> None:
+        self._all_at_once([partial(proc.terminate, SERVICE_GRACE) for proc in self.services])
+        self._all_at_once([partial(server.stop, INFRA_GRACE) for server in self.infra])
+
+    def _all_at_once(self, calls: Sequence[Callable[[], object]]) -> None:
         with ThreadPoolExecutor() as pool:
-            list(pool.map(lambda proc: proc.terminate(SERVICE_GRACE), self.services))
-        with ThreadPoolExecutor() as pool:
-            list(pool.map(lambda server: server.stop(INFRA_GRACE), self.infra))
+            futures = [pool.submit(call) for call in calls]
+        for future in futures:
+            if (exc := future.exception()) is not None:
+                self.say(f"could not stop cleanly: {exc!r}")
 
 
 def run(settings: RunSettings, base_env: Mapping[str, str], out: TextIO) -> int:
@@ -143,7 +157,7 @@ def _start_all(
     pg = _postgres(settings, out, crashed)
     stack.infra.append(pg)
     pg.start()
-    pg.create_database(str(conninfo_to_dict(settings.database_url)["dbname"]), exist_ok=True)
+    pg.create_database(settings.database_name, exist_ok=True)
     env = {**base_env, **_service_env(settings, nats.url, s3.endpoint)}
     for name, port in (("accounts", ACCOUNTS_PORT), ("imaging", IMAGING_PORT)):
         if port_open(LOCALHOST, port):

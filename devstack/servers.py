@@ -352,9 +352,13 @@ class NatsServer:
 
 
 _WEED_COMPONENTS = ("s3", "master", "volume", "filer", "admin")
+_WEED_PORT_FLAGS = tuple(
+    f"{name}.port{kind}" for name in _WEED_COMPONENTS for kind in ("", ".grpc")
+)
 # weed's own convention: gRPC port = HTTP port + 10000. The mini worker dials admin.port + 10000
 # whatever -admin.port.grpc says, so every pair follows it where it can.
 _WEED_GRPC_OFFSET = 10000
+_WEED_PORTS_FILE = "devstack.ports"
 _WEED_SOCKET_DIR = Path("/tmp")  # weed's default for its unix sockets
 
 
@@ -369,6 +373,21 @@ def _weed_ports(s3_port: int | None) -> dict[str, int]:
         ports[f"{component}.port"] = http
         ports[f"{component}.port.grpc"] = grpc
     return ports
+
+
+def _saved_weed_ports(data_dir: Path, s3_port: int | None) -> dict[str, int] | None:
+    """The ports of the last run in `data_dir`, if all free: weed keeps master state per port."""
+    record = data_dir / _WEED_PORTS_FILE
+    if not record.is_file():
+        return None
+    saved: dict[str, int] = {}
+    for line in record.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key in _WEED_PORT_FLAGS and value.isdigit():
+            saved[key] = int(value)
+    if saved.keys() != set(_WEED_PORT_FLAGS) or s3_port not in (None, saved["s3.port"]):
+        return None
+    return saved if all(_bindable(port) for port in saved.values()) else None
 
 
 def _offset_pair_port(taken: set[int]) -> int:
@@ -400,7 +419,7 @@ class S3Server:
         on_exit: ExitCallback | None = None,
     ) -> None:
         self.data_dir = data_dir
-        self.ports = _weed_ports(port)
+        self.ports = _saved_weed_ports(data_dir, port) or _weed_ports(port)
         self.access_key = access_key
         self.secret_key = secret_key
         env = {**_INFRA_ENV, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
@@ -437,6 +456,9 @@ class S3Server:
         client = self.client()
         ready = lambda: port_open(LOCALHOST, self.port) and _s3_answers(client)  # noqa: E731
         what = f"weed mini S3 at {self.endpoint}"
+        # Our own record: weed writes its mini.options only some time after S3 answers.
+        record = "".join(f"{flag}={port}\n" for flag, port in self.ports.items())
+        (self.data_dir / _WEED_PORTS_FILE).write_text(record)
         _start_and_wait(self.process, list(self.ports.values()), ready, what)
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -45,7 +45,7 @@ class AccountsClient:
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
-        self._stub: accounts_pb2_grpc.AccountsServiceStub | None = None
+        self._stub: accounts_pb2_grpc.AccountsServiceAsyncStub | None = None
 
     async def __aenter__(self) -> AccountsClient:
         self._channel = grpc.aio.insecure_channel(self._addr)  # connects lazily

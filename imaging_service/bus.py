@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats
@@ -66,14 +68,14 @@ class Delivery:
         self.settled = False
 
     async def ack(self) -> None:
-        await self._settle("ack", self._msg.ack())
+        await self._settle("ack", self._msg.ack)
 
     async def term(self) -> None:
-        await self._settle("term", self._msg.term())
+        await self._settle("term", self._msg.term)
 
     async def nak(self, delay: float | None = None) -> None:
         """Redelivered after ``delay`` seconds; at once when None."""
-        await self._settle("nak", self._msg.nak(delay=delay))
+        await self._settle("nak", functools.partial(self._msg.nak, delay=delay))
 
     async def in_progress(self) -> None:
         """Resets the server's ack wait for this message."""
@@ -84,15 +86,12 @@ class Delivery:
         except _NATS_ERRORS as exc:
             log.debug("in-progress not sent", extra={"seq": self.stream_seq, "error": repr(exc)})
 
-    async def _settle(self, what: str, send: object) -> None:
+    async def _settle(self, what: str, send: Callable[[], Awaitable[None]]) -> None:
         if self.settled:
-            if asyncio.iscoroutine(send):
-                send.close()
             return
         self.settled = True
         try:
-            assert asyncio.iscoroutine(send)
-            await send
+            await send()
         except _NATS_ERRORS as exc:
             log.warning(f"{what} not sent", extra={"seq": self.stream_seq, "error": repr(exc)})
 
@@ -101,7 +100,11 @@ class JobQueue:
     """A bound pull subscription on the durable consumer."""
 
     def __init__(
-        self, nc: Client, js: JetStreamContext, sub: JetStreamContext.PullSubscription, config: QueueConfig
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        sub: JetStreamContext.PullSubscription,
+        config: QueueConfig,
     ) -> None:
         self._nc = nc
         self._js = js
@@ -109,11 +112,11 @@ class JobQueue:
         self._config = config
         self._last_seen = time.monotonic()
 
-    async def fetch(self, timeout: float) -> Delivery | None:
-        """The next message, or None after ``timeout`` seconds without one.
+    async def fetch(self, wait_seconds: float) -> Delivery | None:
+        """The next message, or None after ``wait_seconds`` without one.
         Raises QueueUnavailable while NATS is unreachable."""
         try:
-            msgs = await self._sub.fetch(1, timeout=timeout)
+            msgs = await self._sub.fetch(1, timeout=wait_seconds)
         except nats.errors.TimeoutError:
             await self._recheck_when_idle()
             return None
@@ -170,7 +173,9 @@ async def open_queue(config: QueueConfig) -> JobQueue:
                 await ensure(js, config)
                 break
             except _NATS_ERRORS as exc:
-                log.warning("jetstream not ready, retrying", extra={"error": repr(exc), "retry_in": delay})
+                log.warning(
+                    "jetstream not ready, retrying", extra={"error": repr(exc), "retry_in": delay}
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         sub = await js.pull_subscribe_bind(consumer=config.durable, stream=config.stream)
@@ -189,7 +194,8 @@ async def _connect(nc: Client, url: str) -> None:
         log.warning(f"nats error ({state})", extra={"error": repr(exc)})
 
     async def on_disconnected() -> None:
-        log.warning("nats disconnected")
+        if not (nc.is_draining or nc.is_closed):
+            log.warning("nats disconnected")
 
     async def on_reconnected() -> None:
         log.info("nats reconnected")
@@ -206,7 +212,9 @@ async def _connect(nc: Client, url: str) -> None:
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
     )
-    log.info("nats connected", extra={"server": str(nc.connected_url.netloc if nc.connected_url else "")})
+    log.info(
+        "nats connected", extra={"server": str(nc.connected_url.netloc if nc.connected_url else "")}
+    )
 
 
 async def ensure(js: JetStreamContext, config: QueueConfig) -> None:

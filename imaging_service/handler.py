@@ -103,7 +103,9 @@ class Handler:
         try:
             await asyncio.gather(*(self._storage.remove(t.object) for t in stored))
         except TransientError as exc:
-            log.warning("could not remove orphaned thumbnails", extra=_ids(event) | {"error": str(exc)})
+            log.warning(
+                "could not remove orphaned thumbnails", extra=_ids(event) | {"error": str(exc)}
+            )
 
 
 def _ids(event: ThumbnailRequested) -> dict[str, object]:

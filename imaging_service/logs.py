@@ -28,3 +28,5 @@ def configure(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # Its retry warnings repeat what StorageUnavailable reports once, with the final error.
+    logging.getLogger("urllib3").setLevel(max(logging.ERROR, logging.getLevelName(level)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -93,6 +94,13 @@ def _host_port(env: Mapping[str, str], key: str, default: str) -> str:
     return value
 
 
+def _bucket(env: Mapping[str, str]) -> str:
+    value = env.get("S3_BUCKET", "").strip() or "avatars"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+        raise SettingsError(f"S3_BUCKET must be a valid S3 bucket name, got {value!r}")
+    return value
+
+
 def _log_level(env: Mapping[str, str]) -> str:
     level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
     if level not in logging.getLevelNamesMapping():
@@ -111,7 +119,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         s3_endpoint=_host_port(env, "S3_ENDPOINT", "127.0.0.1:9000"),
         s3_access_key=env.get("S3_ACCESS_KEY", "minioadmin"),
         s3_secret_key=env.get("S3_SECRET_KEY", "minioadmin"),
-        s3_bucket=env.get("S3_BUCKET", "").strip() or "avatars",
+        s3_bucket=_bucket(env),
         s3_secure=_bool(env, "S3_SECURE", False),
         s3_region=env.get("S3_REGION", "").strip() or "us-east-1",
         accounts_addr=_host_port(env, "ACCOUNTS_ADDR", "127.0.0.1:50051"),

@@ -112,7 +112,8 @@ async def _call(fn: Callable[[], T]) -> T:
         return await asyncio.to_thread(fn)
     except S3Error as exc:
         if exc.code in _MISSING:
-            raise SourceMissing(f"{exc.bucket_name}/{exc.object_name} does not exist") from exc
+            where = f"{exc.object_name!r} in bucket {exc.bucket_name!r}"
+            raise SourceMissing(f"no object {where}") from exc
         raise StorageUnavailable(f"S3 refused: {exc.code}: {exc.message}") from exc
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise StorageUnavailable(f"S3 unreachable: {type(exc).__name__}: {exc}") from exc

@@ -98,10 +98,13 @@ def service_env(
 
 
 @pytest.fixture(scope="session")
-def accounts(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def accounts(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     log = tmp_path_factory.mktemp("logs") / "accounts.log"
-    service = Service("accounts", "accounts_service", int(service_env["ACCOUNTS_PORT"]),
-                      service_env, log)
+    service = Service(
+        "accounts", "accounts_service", int(service_env["ACCOUNTS_PORT"]), service_env, log
+    )
     service.start()
     yield service
     service.process.terminate(30)
@@ -112,8 +115,9 @@ def imaging(
     service_env: dict[str, str], accounts: Service, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     log = tmp_path_factory.mktemp("logs") / "imaging.log"
-    service = Service("imaging", "imaging_service", int(service_env["IMAGING_PORT"]),
-                      service_env, log)
+    service = Service(
+        "imaging", "imaging_service", int(service_env["IMAGING_PORT"]), service_env, log
+    )
     service.start()
     yield service
     service.process.terminate(30)

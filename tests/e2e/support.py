@@ -20,7 +20,7 @@ FAILED = accounts_pb2.THUMBNAIL_STATUS_FAILED
 SIZES = {"small": 100, "medium": 200, "large": 400}
 
 
-def testdata_dir() -> Path:
+def images_dir() -> Path:
     root = os.environ.get("AVATAR_TESTDATA")
     path = Path(root) if root else Path(__file__).resolve().parents[3] / "shared/testdata/images"
     if not (path / "manifest.json").is_file():
@@ -29,11 +29,11 @@ def testdata_dir() -> Path:
 
 
 def manifest() -> dict[str, Any]:
-    return dict(json.loads((testdata_dir() / "manifest.json").read_text()))
+    return dict(json.loads((images_dir() / "manifest.json").read_text()))
 
 
 def image_bytes(name: str) -> bytes:
-    return (testdata_dir() / name).read_bytes()
+    return (images_dir() / name).read_bytes()
 
 
 def unique_email(prefix: str = "user") -> str:

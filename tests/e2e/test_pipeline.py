@@ -13,7 +13,15 @@ from PIL import Image
 
 from devstack.servers import S3Server
 from tests.e2e.conftest import Service
-from tests.e2e.support import PENDING, READY, SIZES, create_user, image_bytes, png_image, wait_settled
+from tests.e2e.support import (
+    PENDING,
+    READY,
+    SIZES,
+    create_user,
+    image_bytes,
+    png_image,
+    wait_settled,
+)
 
 
 def test_jpeg_avatar_becomes_three_round_pngs(
@@ -74,7 +82,9 @@ def test_unknown_and_malformed_ids(pipeline: tuple[Service, Service], accounts_s
         accounts_stub.GetUser(accounts_pb2.GetUserRequest(id="not-a-uuid"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as err:
-        accounts_stub.GetUser(accounts_pb2.GetUserRequest(id="6f1c2a57-0000-4000-8000-000000000000"))
+        accounts_stub.GetUser(
+            accounts_pb2.GetUserRequest(id="6f1c2a57-0000-4000-8000-000000000000")
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 

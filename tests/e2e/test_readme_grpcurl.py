@@ -43,7 +43,7 @@ def test_readme_grpcurl_commands_work_as_written(pipeline: tuple[Service, Servic
         "grpc.reflection.v1alpha.ServerReflection",
         "rpc CreateUser ( .accounts.v1.CreateUserRequest ) returns ( .accounts.v1.User );",
         '"status": "SERVING"',
-        '"thumbnailStatus": "THUMBNAIL_STATUS_PENDING"',
-        '"thumbnailStatus": "THUMBNAIL_STATUS_READY"',
+        '"thumbnail_status": "THUMBNAIL_STATUS_PENDING"',
+        '"thumbnail_status": "THUMBNAIL_STATUS_READY"',
     ):
         assert expected in out, f"{expected!r} missing from:\n{out}"

@@ -1,0 +1,117 @@
+"""gRPC ImagingService: proto in, one call, proto out; errors mapped to statuses in one place."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import empty_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from imaging.v1 import imaging_pb2, imaging_pb2_grpc
+
+from imaging_service.consumer import QueueStats
+from imaging_service.errors import QueueUnavailable, RenderUnavailable
+from imaging_service.pool import RenderPool
+from imaging_service.render import DEFAULT_SIZES, ImageRejected
+
+ERROR_DOMAIN = "imaging.v1"
+MIN_SIZE, MAX_SIZE, MAX_SIZES = 16, 1024, 10
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class InvalidSizes(Exception):
+    pass
+
+
+def check_sizes(sizes: list[int]) -> tuple[int, ...]:
+    """The sizes asked for, DEFAULT_SIZES when none; raises InvalidSizes."""
+    if not sizes:
+        return DEFAULT_SIZES
+    if len(sizes) > MAX_SIZES:
+        raise InvalidSizes(f"at most {MAX_SIZES} sizes, got {len(sizes)}")
+    bad = [s for s in sizes if not MIN_SIZE <= s <= MAX_SIZE]
+    if bad:
+        raise InvalidSizes(f"each size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {bad}")
+    return tuple(sizes)
+
+
+async def abort(context: Context, exc: Exception) -> NoReturn:
+    """The one table from our errors to gRPC statuses, with rich details."""
+    status = status_pb2.Status(message=str(exc))
+    if isinstance(exc, InvalidSizes):
+        status.code = code_pb2.INVALID_ARGUMENT
+        status.details.add().Pack(_bad_request("sizes", str(exc)))
+    elif isinstance(exc, ImageRejected):
+        status.code = code_pb2.INVALID_ARGUMENT
+        status.details.add().Pack(_bad_request("image", exc.reason))
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=exc.code, domain=ERROR_DOMAIN))
+    elif isinstance(exc, (RenderUnavailable, QueueUnavailable)):
+        status.code = code_pb2.UNAVAILABLE
+    else:
+        status.code = code_pb2.INTERNAL
+    await context.abort_with_status(rpc_status.to_status(status))
+    raise AssertionError("unreachable")  # abort_with_status always raises
+
+
+def _bad_request(field: str, description: str) -> error_details_pb2.BadRequest:
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+        ]
+    )
+
+
+class ImagingServicer(imaging_pb2_grpc.ImagingServiceServicer):
+    def __init__(
+        self, pool: RenderPool, stats: Callable[[], Awaitable[QueueStats]], concurrency: int
+    ) -> None:
+        self._pool = pool
+        self._stats = stats
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def RenderThumbnails(
+        self, request: imaging_pb2.RenderThumbnailsRequest, context: Context
+    ) -> imaging_pb2.RenderThumbnailsResponse:
+        try:
+            sizes = check_sizes(list(request.sizes))
+            async with self._slots:
+                thumbnails = await self._pool.render(request.image, sizes)
+        except (InvalidSizes, ImageRejected, RenderUnavailable) as exc:
+            await abort(context, exc)
+        return imaging_pb2.RenderThumbnailsResponse(
+            thumbnails=[
+                imaging_pb2.RenderedThumbnail(
+                    size=t.size, width=t.size, height=t.size, content_type="image/png", data=t.png
+                )
+                for t in thumbnails
+            ]
+        )
+
+    async def GetQueueStats(
+        self, request: empty_pb2.Empty, context: Context
+    ) -> imaging_pb2.GetQueueStatsResponse:
+        try:
+            stats = await self._stats()
+        except QueueUnavailable as exc:
+            await abort(context, exc)
+        return imaging_pb2.GetQueueStatsResponse(
+            pending=stats.pending,
+            ack_pending=stats.ack_pending,
+            redelivered=stats.redelivered,
+            dead_lettered=stats.dead_lettered,
+            processed=stats.processed,
+            failed=stats.failed,
+        )
+
+    async def ReplayDeadLetters(
+        self, request: imaging_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> imaging_pb2.ReplayDeadLettersResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "ReplayDeadLetters is not implemented yet: there is no dead-letter stream to replay",
+        )
+        raise AssertionError("unreachable")
