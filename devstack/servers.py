@@ -103,9 +103,12 @@ def echo_line(out: TextIO, name: str, line: str) -> None:
         out.flush()
 
 
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
+        with _NO_PROXY_OPENER.open(url, timeout=1.0) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError):
         return False

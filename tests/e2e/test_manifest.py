@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_status import rpc_status
 from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from minio import Minio
 from PIL import Image
 
@@ -19,9 +19,9 @@ from tests.e2e.support import (
     READY,
     create_user,
     image_bytes,
+    images_dir,
     manifest,
     png_image,
-    images_dir,
     wait_settled,
 )
 
