@@ -63,11 +63,20 @@ class RunSettings:
     def from_env(cls, env: Mapping[str, str], repo: Path) -> RunSettings:
         return cls(
             repo=repo,
-            nats_port=int(env.get("RUN_NATS_PORT", "4322")),
-            s3_port=int(env.get("RUN_S3_PORT", "9000")),
+            nats_port=_port(env, "RUN_NATS_PORT", 4322),
+            s3_port=_port(env, "RUN_S3_PORT", 9000),
             database_url=env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/avatars"),
             internal_token=env.get("INTERNAL_TOKEN", "dev-internal-token"),
         )
+
+
+def _port(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SystemExit(f"{key} must be a TCP port number, got {raw!r}")
+    return int(raw)
 
 
 class StopRequested(BaseException):

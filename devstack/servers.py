@@ -456,13 +456,14 @@ class S3Server:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        client = self.client()
-        ready = lambda: port_open(LOCALHOST, self.port) and _s3_answers(client)  # noqa: E731
-        what = f"weed mini S3 at {self.endpoint}"
         # Our own record: weed writes its mini.options only some time after S3 answers.
         record = "".join(f"{flag}={port}\n" for flag, port in self.ports.items())
         (self.data_dir / _WEED_PORTS_FILE).write_text(record)
-        _start_and_wait(self.process, list(self.ports.values()), ready, what)
+        what = f"weed mini S3 at {self.endpoint}"
+        _start_and_wait(self.process, list(self.ports.values()), self._serving, what)
+
+    def _serving(self) -> bool:
+        return port_open(LOCALHOST, self.port) and _s3_answers(self.client())
 
     def stop(self, timeout: float = 15.0) -> None:
         self.process.terminate(timeout)
