@@ -33,7 +33,6 @@ FAILURE_CODES = frozenset(
         "GAVE_UP",
     }
 )
-HEADER_BYTES = 512 * 1024  # enough for any image header, EXIF and ICC blocks included
 UPLOAD_TTL = timedelta(hours=1)
 Avatar = bytes | str  # inline image bytes, or an upload key from CreateAvatarUpload
 
@@ -302,7 +301,8 @@ class Users:
                 f"is {stat.size} bytes, over the {self._limits.max_bytes} limit",
                 "TOO_LARGE",
             )
-        info = self._inspect(await self._storage.read_head(avatar, HEADER_BYTES), "avatar_object")
+        # The whole object: WebP and AVIF openers read the full file, not just a header.
+        info = self._inspect(await self._storage.read_head(avatar, stat.size), "avatar_object")
         await self._storage.copy(avatar, key)
         return info.content_type
 

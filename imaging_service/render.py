@@ -37,15 +37,7 @@ _MASK_SUPERSAMPLING = 4
 _REDUCING_GAP = 3.0
 
 _BASE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
-_CONTENT_TYPES = {
-    "JPEG": "image/jpeg",
-    "MPO": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "AVIF": "image/avif",
-    "HEIF": "image/heif",
-}
+_SUBTYPES = {"MPO": "jpeg"}  # MIME subtype where it is not the lower-cased format name
 # What Pillow's parsers and decoders raise on cut or corrupt input (found by reading and fuzzing;
 # Pillow documents no narrower set).
 _DECODE_ERRORS = (
@@ -149,7 +141,7 @@ def probe(data: bytes, limits: Limits = Limits()) -> ImageInfo:
     with _pillow_configured(limits):
         img = _open(data, limits)
     fmt = img.format or ""
-    return ImageInfo(fmt, _CONTENT_TYPES.get(fmt, "application/octet-stream"), *img.size)
+    return ImageInfo(fmt, f"image/{_SUBTYPES.get(fmt, fmt.lower())}", *img.size)
 
 
 def render(
