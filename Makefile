@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PROTO_FILES := accounts/v1/accounts.proto accounts/v1/events.proto imaging/v1/imaging.proto
 
-.PHONY: help install run demo test lint format protos check-protos unit integration e2e clean
+.PHONY: help install run demo test lint format protos check-protos unit integration e2e bench-create clean
 
 help:
 	@echo "make run      start NATS, S3, PostgreSQL and both services in the foreground (Ctrl-C stops all)"
@@ -29,6 +29,10 @@ run: install
 demo: install
 	$(PY) -m accounts_service.cli demo --out out
 
+# Needs `make run` going: CreateUser latency for a 12 MP JPEG vs a small one.
+bench-create: install
+	$(PY) bench/create_latency.py
+
 protos: install
 	$(call gen_protos,gen)
 
@@ -40,7 +44,11 @@ define gen_protos
 	touch $(1)/accounts/__init__.py $(1)/accounts/v1/__init__.py $(1)/imaging/__init__.py $(1)/imaging/v1/__init__.py
 endef
 
-check-protos: install
+check-# Needs `make run` going: CreateUser latency for a 12 MP JPEG vs a small one.
+bench-create: install
+	$(PY) bench/create_latency.py
+
+protos: install
 	cd protos && ../$(BIN)/buf lint
 	rm -rf $(VENV)/gen-check && mkdir -p $(VENV)/gen-check
 	$(call gen_protos,$(VENV)/gen-check)
