@@ -29,10 +29,6 @@ run: install
 demo: install
 	$(PY) -m accounts_service.cli demo --out out
 
-# Needs `make run` going: CreateUser latency for a 12 MP JPEG vs a small one.
-bench-create: install
-	$(PY) bench/create_latency.py
-
 protos: install
 	$(call gen_protos,gen)
 
@@ -44,11 +40,7 @@ define gen_protos
 	touch $(1)/accounts/__init__.py $(1)/accounts/v1/__init__.py $(1)/imaging/__init__.py $(1)/imaging/v1/__init__.py
 endef
 
-check-# Needs `make run` going: CreateUser latency for a 12 MP JPEG vs a small one.
-bench-create: install
-	$(PY) bench/create_latency.py
-
-protos: install
+check-protos: install
 	cd protos && ../$(BIN)/buf lint
 	rm -rf $(VENV)/gen-check && mkdir -p $(VENV)/gen-check
 	$(call gen_protos,$(VENV)/gen-check)
@@ -74,6 +66,10 @@ e2e: install
 
 test: check-protos lint
 	$(BIN)/pytest
+
+# Needs `make run` going: CreateUser latency for a 12 MP JPEG vs a small one.
+bench-create: install
+	$(PY) bench/create_latency.py
 
 clean:
 	rm -rf $(VENV) .run out .pytest_cache .mypy_cache .ruff_cache

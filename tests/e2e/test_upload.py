@@ -1,0 +1,87 @@
+"""Large avatars go straight to storage with a presigned PUT, then CreateUser adopts the object."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from accounts.v1 import accounts_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from tests.e2e.conftest import Service
+from tests.e2e.support import READY, image_bytes, unique_email, wait_settled
+
+
+def upload(stub, data: bytes, content_type: str = "image/jpeg") -> str:
+    issued = stub.CreateAvatarUpload(
+        accounts_pb2.CreateAvatarUploadRequest(content_type=content_type, content_length=len(data)),
+        timeout=10,
+    )
+    assert issued.object.startswith("uploads/")
+    put = urllib.request.Request(
+        issued.upload_url, data=data, method="PUT", headers={"Content-Type": content_type}
+    )
+    with urllib.request.urlopen(put, timeout=30) as resp:
+        assert resp.status == 200
+    return str(issued.object)
+
+
+def create_from(stub, obj: str) -> accounts_pb2.User:
+    return stub.CreateUser(
+        accounts_pb2.CreateUserRequest(
+            email=unique_email(), display_name="Uploader", avatar_object=obj
+        ),
+        timeout=30,
+    )
+
+
+def violation_fields(err: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(err)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details)
+    return [v.field for v in bad.field_violations]
+
+
+def test_presigned_upload_then_create_user_reaches_ready(
+    pipeline: tuple[Service, Service], accounts_stub
+) -> None:
+    obj = upload(accounts_stub, image_bytes("photo_large_2000x1500_q85.jpg"))
+    user = create_from(accounts_stub, obj)
+    assert user.avatar.object == f"avatars/{user.id}/1/original"
+    assert wait_settled(accounts_stub, user.id).thumbnail_status == READY
+
+
+def test_an_upload_can_be_used_once(pipeline: tuple[Service, Service], accounts_stub) -> None:
+    obj = upload(accounts_stub, image_bytes("geom_64x64.png"), "image/png")
+    create_from(accounts_stub, obj)
+    with pytest.raises(grpc.RpcError) as err:
+        create_from(accounts_stub, obj)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violation_fields(err.value) == ["avatar_object"]
+
+
+@pytest.mark.parametrize(
+    "key", ["avatars/someone-else/1/original", "uploads/never-issued", "../etc/passwd", ""]
+)
+def test_a_key_we_did_not_issue_is_refused(
+    pipeline: tuple[Service, Service], accounts_stub, key: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        create_from(accounts_stub, key)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violation_fields(err.value) == ["avatar_object"]
+
+
+def test_an_issued_upload_that_never_arrived_is_source_missing(
+    pipeline: tuple[Service, Service], accounts_stub
+) -> None:
+    issued = accounts_stub.CreateAvatarUpload(
+        accounts_pb2.CreateAvatarUploadRequest(content_type="image/png", content_length=100)
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        create_from(accounts_stub, issued.object)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "SOURCE_MISSING" in str(rpc_status.from_call(err.value))
