@@ -79,8 +79,10 @@ def main() -> None:
         print(f"image={name} bytes={len(data)} median_ms={statistics.median(ms):.1f} "
               f"p90_ms={percentile(ms, 0.9):.1f}")  # fmt: skip
     med = {name: statistics.median(ms) for name, ms in times.items()}
-    print(f"createuser 12mp/small median_ratio={med['12mp'] / med['small']:.2f} "
-          f"12mp/0.3mp_same_bytes median_ratio={med['12mp'] / med['0.3mp_same_bytes']:.2f}")
+    print(
+        f"createuser 12mp/small median_ratio={med['12mp'] / med['small']:.2f} "
+        f"12mp/0.3mp_same_bytes median_ratio={med['12mp'] / med['0.3mp_same_bytes']:.2f}"
+    )
 
 
 if __name__ == "__main__":

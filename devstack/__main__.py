@@ -17,20 +17,11 @@ from typing import TextIO
 
 from psycopg.conninfo import conninfo_to_dict
 
-from devstack.servers import (
-    LOCALHOST,
-    START_TIMEOUT,
-    NatsServer,
-    Postgres,
-    ProcessExited,
-    S3Server,
-    ServiceProcess,
-    dsn_host_port,
-    echo_line,
-    port_open,
-    wait_until,
-    with_dbname,
-)
+from devstack.nats import NatsServer
+from devstack.net import LOCALHOST, port_open, wait_until
+from devstack.postgres import Postgres, dsn_host_port, with_dbname
+from devstack.process import START_TIMEOUT, ProcessExited, ServiceProcess, echo_line
+from devstack.s3 import S3Server
 
 BUCKET = "avatars"
 S3_KEY = "minioadmin"

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.servers import NatsServer, Postgres, S3Server
+from devstack.nats import NatsServer
+from devstack.postgres import Postgres
+from devstack.s3 import S3Server
 
 # Empty TEST_PG_ADMIN_DSN: always start a private cluster.
 DEFAULT_PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"

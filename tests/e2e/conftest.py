@@ -14,7 +14,10 @@ from accounts.v1 import accounts_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from imaging.v1 import imaging_pb2_grpc
 
-from devstack.servers import NatsServer, S3Server, ServiceProcess, free_port, wait_until
+from devstack.nats import NatsServer
+from devstack.net import free_port, wait_until
+from devstack.process import ServiceProcess
+from devstack.s3 import S3Server
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0

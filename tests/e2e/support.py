@@ -12,7 +12,7 @@ from typing import Any
 from accounts.v1 import accounts_pb2
 from PIL import Image
 
-from devstack.servers import wait_until
+from devstack.net import wait_until
 
 PENDING = accounts_pb2.THUMBNAIL_STATUS_PENDING
 READY = accounts_pb2.THUMBNAIL_STATUS_READY

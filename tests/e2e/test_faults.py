@@ -8,7 +8,8 @@ import nats
 from accounts.v1 import accounts_pb2
 from nats.js.api import ConsumerInfo
 
-from devstack.servers import NatsServer, wait_until
+from devstack.nats import NatsServer
+from devstack.net import wait_until
 from tests.e2e.conftest import Service
 from tests.e2e.support import PENDING, READY, create_user, image_bytes, wait_settled
 

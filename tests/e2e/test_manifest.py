@@ -12,7 +12,7 @@ from grpc_status import rpc_status
 from minio import Minio
 from PIL import Image
 
-from devstack.servers import S3Server
+from devstack.s3 import S3Server
 from tests.e2e.conftest import Service
 from tests.e2e.support import (
     FAILED,

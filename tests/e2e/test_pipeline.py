@@ -11,7 +11,7 @@ from accounts.v1 import accounts_pb2
 from minio import Minio
 from PIL import Image
 
-from devstack.servers import S3Server
+from devstack.s3 import S3Server
 from tests.e2e.conftest import Service
 from tests.e2e.support import (
     PENDING,

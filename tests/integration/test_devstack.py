@@ -15,7 +15,10 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from devstack.servers import LOCALHOST, NatsServer, Postgres, S3Server, port_open
+from devstack.nats import NatsServer
+from devstack.net import LOCALHOST, port_open
+from devstack.postgres import Postgres
+from devstack.s3 import S3Server
 
 
 def _uuid8() -> str:

@@ -19,7 +19,7 @@ from accounts.v1.events_pb2 import ThumbnailRequested
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from devstack.servers import NatsServer
+from devstack.nats import NatsServer
 from imaging_service.bus import Delivery, JobQueue, QueueConfig, ensure, open_queue
 from imaging_service.consumer import Consumer, RetryPolicy
 from imaging_service.errors import AccountsUnavailable

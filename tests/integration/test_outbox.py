@@ -16,7 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 from accounts_service import db
 from accounts_service.bus import Bus, PublishFailed
 from accounts_service.outbox import OutboxRelay
-from devstack.servers import NatsServer, Postgres
+from devstack.nats import NatsServer
+from devstack.postgres import Postgres
 
 SUBJECT = "accounts.thumbnail.requested"
 
