@@ -23,6 +23,7 @@ from accounts_service.auth import InternalTokenInterceptor
 from accounts_service.avatar import AvatarLimits
 from accounts_service.bus import Bus
 from accounts_service.errors import Unavailable
+from accounts_service.intake import AvatarIntake
 from accounts_service.outbox import OutboxRelay
 from accounts_service.servicer import AccountsServicer
 from accounts_service.settings import Settings, SettingsError, from_env
@@ -76,9 +77,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     storage = Storage(settings)
     page_key = hashlib.sha256(b"page-token\0" + settings.internal_token.encode()).digest()
-    users = Users(
-        pool, storage, AvatarLimits(settings.max_avatar_bytes, settings.max_pixels), page_key
-    )
+    limits = AvatarLimits(settings.max_avatar_bytes, settings.max_pixels)
+    users = Users(pool, AvatarIntake(pool, storage, limits), page_key)
     server = build_server(settings)
     accounts_pb2_grpc.add_AccountsServiceServicer_to_server(
         AccountsServicer(users, storage), server

@@ -23,8 +23,9 @@ from accounts_service.errors import (
     Unauthenticated,
     Unavailable,
 )
+from accounts_service.results import SIZES, RenderedThumbnail
 from accounts_service.storage import Storage
-from accounts_service.users import SIZES, RenderedThumbnail, Users
+from accounts_service.users import Users
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "accounts.v1"

@@ -2,76 +2,38 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 from accounts.v1 import events_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db, validation
-from accounts_service.avatar import AvatarInfo, AvatarLimits, AvatarRejected, inspect_avatar
-from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
-from accounts_service.storage import Storage
+from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound
+from accounts_service.intake import Avatar, AvatarIntake, Upload
+from accounts_service.results import (
+    RenderedThumbnail,
+    checked_failure,
+    original_key,
+    thumbnails_json,
+)
 
 log = logging.getLogger(__name__)
 
 SUBJECT = "accounts.thumbnail.requested"
-SIZES = {"small": 100, "medium": 200, "large": 400}
-FAILURE_CODES = frozenset(
-    {
-        "EMPTY",
-        "NOT_AN_IMAGE",
-        "TRUNCATED",
-        "UNSUPPORTED_FORMAT",
-        "TOO_MANY_PIXELS",
-        "TOO_LARGE",
-        "SOURCE_MISSING",
-        "GAVE_UP",
-    }
-)
-UPLOAD_TTL = timedelta(hours=1)
-Avatar = bytes | str  # inline image bytes, or an upload key from CreateAvatarUpload
-
-
-def original_key(user_id: uuid.UUID, generation: int) -> str:
-    return f"avatars/{user_id}/{generation}/original"
-
-
-def thumbnail_key(user_id: uuid.UUID, generation: int, name: str) -> str:
-    return f"thumbnails/{user_id}/{generation}/{name}.png"
-
-
-@dataclass(frozen=True)
-class RenderedThumbnail:
-    name: str  # small | medium | large
-    object: str
-    width: int
-    height: int
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class Upload:
-    object: str
-    url: str
-    expire_time: datetime
 
 
 class Users:
     def __init__(
         self,
         pool: AsyncConnectionPool[db.Conn],
-        storage: Storage,
-        limits: AvatarLimits,
+        intake: AvatarIntake,
         page_key: bytes,
     ) -> None:
         self._pool = pool
-        self._storage = storage
-        self._limits = limits
+        self._intake = intake
         self._page_key = page_key
 
     async def create(
@@ -88,7 +50,7 @@ class Users:
             violations.append(("avatar_image", "is required (or set avatar_object)"))
         elif isinstance(avatar, bytes):
             try:
-                self._inspect(avatar, "avatar_image")
+                self._intake.check(avatar, "avatar_image")
             except InvalidArgument as exc:
                 violations += exc.violations
                 code = exc.code
@@ -102,7 +64,7 @@ class Users:
                 raise AlreadyExists(f"email {email!r} is already taken")
         user_id = uuid.uuid4()
         key = original_key(user_id, 1)
-        content_type = await self._store_avatar(avatar, key)
+        content_type = await self._intake.store(avatar, key)
         try:
             user = await self._insert(
                 user_id,
@@ -115,15 +77,15 @@ class Users:
                 fingerprint,
             )
         except psycopg.errors.UniqueViolation:
-            await self._discard(key)
+            await self._intake.discard(key)
             if request_id and (earlier := await self._replay(request_id, fingerprint)):
                 return earlier
             raise
         except BaseException:
-            await self._discard(key)
+            await self._intake.discard(key)
             raise
         if isinstance(avatar, str):
-            await self._discard(avatar)
+            await self._intake.discard(avatar)
         return user
 
     async def _insert(
@@ -189,7 +151,7 @@ class Users:
             if current is None:
                 raise NotFound(f"user {uid} not found")
             key = original_key(uid, current.avatar_generation + 1)
-            content_type = await self._store_avatar(avatar, key)
+            content_type = await self._intake.store(avatar, key)
             if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, uid):
                 raise InvalidArgument("avatar_object", "is already used by another user")
             user = await db.set_avatar(conn, uid, current.avatar_generation + 1, key, content_type)
@@ -227,10 +189,10 @@ class Users:
         uid = validation.parse_id(user_id, "user_id")
         async with self._pool.connection() as conn, conn.transaction():
             if thumbnails is not None:
-                stored = _thumbnails_json(uid, generation, thumbnails)
+                stored = thumbnails_json(uid, generation, thumbnails)
                 user = await db.set_thumbnails(conn, uid, generation, stored)
             elif failure is not None:
-                code, reason = _checked_failure(*failure)
+                code, reason = checked_failure(*failure)
                 user = await db.set_failure(conn, uid, generation, code, reason)
             else:
                 raise InvalidArgument("thumbnails", "a result (thumbnails or failure) is required")
@@ -254,23 +216,7 @@ class Users:
         return user
 
     async def create_upload(self, content_type: str, content_length: int) -> Upload:
-        """Issues a presigned PUT under uploads/; only keys issued here are accepted later."""
-        violations = []
-        if content_type not in {"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"}:
-            violations.append(("content_type", "must be image/jpeg, png, webp, gif or avif"))
-        if not 0 < content_length <= self._limits.max_bytes:
-            violations.append(
-                ("content_length", f"must be between 1 and {self._limits.max_bytes} bytes")
-            )
-        if violations:
-            raise InvalidArgument.many(violations)
-        key = f"uploads/{uuid.uuid4()}"
-        expire_time = datetime.now(UTC) + UPLOAD_TTL
-        async with self._pool.connection() as conn:
-            await db.insert_upload(conn, key, content_type, content_length, expire_time)
-        return Upload(
-            object=key, url=self._storage.upload_url(key, UPLOAD_TTL), expire_time=expire_time
-        )
+        return await self._intake.issue_upload(content_type, content_length)
 
     async def _request_thumbnails(self, conn: db.Conn, user: db.UserRow) -> uuid.UUID:
         """Adds the ThumbnailRequested event to the outbox, inside the caller's transaction."""
@@ -284,73 +230,3 @@ class Users:
         event.requested_time.FromDatetime(datetime.now(UTC))
         await db.insert_event(conn, event_id, SUBJECT, event.SerializeToString())
         return event_id
-
-    async def _store_avatar(self, avatar: Avatar, key: str) -> str:
-        """Checks the avatar from its header and stores it at `key`; returns its content type."""
-        if isinstance(avatar, bytes):
-            info = self._inspect(avatar, "avatar_image")
-            await self._storage.put_original(key, avatar, info.content_type)
-            return info.content_type
-        await self._check_upload(avatar)
-        stat = await self._storage.stat(avatar)
-        if stat is None:
-            raise InvalidArgument("avatar_object", "the upload never arrived", "SOURCE_MISSING")
-        if stat.size > self._limits.max_bytes:
-            raise InvalidArgument(
-                "avatar_object",
-                f"is {stat.size} bytes, over the {self._limits.max_bytes} limit",
-                "TOO_LARGE",
-            )
-        # The whole object: WebP and AVIF openers read the full file, not just a header.
-        info = self._inspect(await self._storage.read_head(avatar, stat.size), "avatar_object")
-        await self._storage.copy(avatar, key)
-        return info.content_type
-
-    async def _check_upload(self, obj: str) -> None:
-        async with self._pool.connection() as conn:
-            upload = await db.get_upload(conn, obj) if obj.startswith("uploads/") else None
-        if upload is None:
-            raise InvalidArgument("avatar_object", "was not issued by CreateAvatarUpload")
-        if upload.used_by is not None:
-            raise InvalidArgument("avatar_object", "is already used by another user")
-
-    def _inspect(self, data: bytes, field: str) -> AvatarInfo:
-        try:
-            return inspect_avatar(data, self._limits)
-        except AvatarRejected as exc:
-            raise InvalidArgument(field, exc.reason, exc.code) from exc
-
-    async def _discard(self, key: str) -> None:
-        with contextlib.suppress(Unavailable):
-            await self._storage.delete(key)
-
-
-def _checked_failure(code: str, reason: str) -> tuple[str, str]:
-    if code not in FAILURE_CODES:
-        raise InvalidArgument("failure.code", f"must be one of {', '.join(sorted(FAILURE_CODES))}")
-    return code, reason[:1000] or code
-
-
-def _thumbnails_json(
-    user_id: uuid.UUID, generation: int, thumbnails: list[RenderedThumbnail]
-) -> dict[str, dict[str, int | str]]:
-    """Validates a worker's result: exactly our three sizes at the keys we expect."""
-    by_name = {t.name: t for t in thumbnails}
-    if set(by_name) != set(SIZES) or len(thumbnails) != len(SIZES):
-        raise InvalidArgument("thumbnails", "must contain small, medium and large")
-    stored: dict[str, dict[str, int | str]] = {}
-    for name, size in SIZES.items():
-        t = by_name[name]
-        if t.object != thumbnail_key(user_id, generation, name):
-            raise InvalidArgument(
-                f"thumbnails.{name}.object", f"must be {thumbnail_key(user_id, generation, name)}"
-            )
-        if (t.width, t.height) != (size, size) or t.size_bytes <= 0:
-            raise InvalidArgument(f"thumbnails.{name}", f"must be {size}x{size} with a size")
-        stored[name] = {
-            "object": t.object,
-            "width": size,
-            "height": size,
-            "size_bytes": t.size_bytes,
-        }
-    return stored
