@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 from accounts.v1 import accounts_pb2
 from PIL import Image
 
 from devstack.net import wait_until
+from tests.corpus import read
 
 PENDING = accounts_pb2.THUMBNAIL_STATUS_PENDING
 READY = accounts_pb2.THUMBNAIL_STATUS_READY
@@ -20,20 +18,8 @@ FAILED = accounts_pb2.THUMBNAIL_STATUS_FAILED
 SIZES = {"small": 100, "medium": 200, "large": 400}
 
 
-def images_dir() -> Path:
-    root = os.environ.get("AVATAR_TESTDATA")
-    path = Path(root) if root else Path(__file__).resolve().parents[3] / "shared/testdata/images"
-    if not (path / "manifest.json").is_file():
-        raise FileNotFoundError(f"test images not found at {path} (set AVATAR_TESTDATA)")
-    return path
-
-
-def manifest() -> dict[str, Any]:
-    return dict(json.loads((images_dir() / "manifest.json").read_text()))
-
-
 def image_bytes(name: str) -> bytes:
-    return (images_dir() / name).read_bytes()
+    return read(name)
 
 
 def unique_email(prefix: str = "user") -> str:

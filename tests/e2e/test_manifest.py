@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import grpc
@@ -13,40 +12,18 @@ from minio import Minio
 from PIL import Image
 
 from devstack.s3 import S3Server
+from tests.corpus import CODES, MARKERS, QUADRANT_SAMPLES, manifest, read
 from tests.e2e.conftest import Service
 from tests.e2e.support import (
     FAILED,
     READY,
     create_user,
     image_bytes,
-    images_dir,
-    manifest,
     png_image,
     wait_settled,
 )
 
-CODES = {
-    "empty": "EMPTY",
-    "not_an_image": "NOT_AN_IMAGE",
-    "truncated": "TRUNCATED",
-    "too_many_pixels": "TOO_MANY_PIXELS",
-    "too_large_bytes": "TOO_LARGE",
-    "unsupported_format": "UNSUPPORTED_FORMAT",
-}
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
-QUADRANTS = {"top_left": (0.27, 0.27), "top_right": (0.73, 0.27),
-             "bottom_left": (0.27, 0.73), "bottom_right": (0.73, 0.73)}  # fmt: skip
-
-
-def load(entry: dict[str, Any]) -> bytes:
-    if entry.get("present", True):
-        return image_bytes(entry["name"])
-    sys.path.insert(0, str(images_dir()))
-    try:
-        import generate  # the corpus' own recipe for files too big to commit
-    finally:
-        sys.path.pop(0)
-    return bytes(generate.build_at_test_time(entry["name"]))
 
 
 def accepted_codes(entry: dict[str, Any]) -> set[str]:
@@ -65,16 +42,16 @@ def colour_name(pixel: tuple[int, ...]) -> str:
     """The nearest of the test cards' four marker colours."""
 
     def distance(name: str) -> int:
-        return sum((a - b) ** 2 for a, b in zip(pixel[:3], COLOURS[name], strict=True))
+        return sum((a - b) ** 2 for a, b in zip(pixel[:3], MARKERS[name], strict=True))
 
-    return min(COLOURS, key=distance)
+    return min(MARKERS, key=distance)
 
 
 def check_picture(entry: dict[str, Any], large: Image.Image) -> None:
     rgba = large.convert("RGBA")
     if orientation := entry.get("orientation"):
         for quadrant, colour in orientation["upright_quadrant_colours"].items():
-            fx, fy = QUADRANTS[quadrant]
+            fx, fy = QUADRANT_SAMPLES[quadrant]
             pixel = rgba.getpixel((int(fx * 400), int(fy * 400)))
             assert colour_name(pixel) == colour, f"{quadrant} is {pixel}, want {colour}"
     if first := entry.get("first_frame"):
@@ -92,7 +69,7 @@ def outcomes(pipeline: tuple[Service, Service], accounts_stub) -> dict[str, Any]
     results: dict[str, Any] = {}
     for entry in manifest()["files"]:
         try:
-            results[entry["name"]] = create_user(accounts_stub, load(entry))
+            results[entry["name"]] = create_user(accounts_stub, read(entry["name"]))
         except grpc.RpcError as err:
             results[entry["name"]] = err
     for name, created in results.items():

@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import random
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from PIL import Image, features
+from PIL import Image
 
 from accounts_service.avatar import AvatarInfo, AvatarLimits, AvatarRejected, inspect_avatar
+from tests.corpus import CODES, codec_available
 
 Corpus = Callable[[str], bytes]
 Entry = dict[str, Any]
-
-CODES = {
-    "empty": "EMPTY",
-    "not_an_image": "NOT_AN_IMAGE",
-    "truncated": "TRUNCATED",
-    "too_many_pixels": "TOO_MANY_PIXELS",
-    "too_large_bytes": "TOO_LARGE",
-    "unsupported_format": "UNSUPPORTED_FORMAT",
-}
-
-
-def codec_available(entry: Entry) -> bool:
-    if "heif" in entry["codec"]["requires"].lower():
-        return importlib.util.find_spec("pillow_heif") is not None
-    return bool(features.check_module("avif"))
-
-
-def median_seconds(runs: int, action: Callable[[], object]) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def test_ok_file_is_accepted_with_its_header_facts(ok_entry: Entry, corpus: Corpus) -> None:
@@ -85,22 +59,18 @@ def test_limits_are_inclusive(corpus: Corpus) -> None:
         assert refused.value.code == code
 
 
-def test_twelve_megapixel_jpeg_is_inspected_in_well_under_a_millisecond() -> None:
+def test_twelve_megapixel_jpeg_is_judged_from_its_header_alone() -> None:
     out = io.BytesIO()
     Image.radial_gradient("L").resize((4000, 3000)).convert("RGB").save(out, "JPEG")
     data = out.getvalue()
     assert inspect_avatar(data) == AvatarInfo("JPEG", "image/jpeg", 4000, 3000)
-    assert median_seconds(50, lambda: inspect_avatar(data)) < 0.001
+    # The first 4 KiB hold the header and hardly any pixels: no decode is needed.
+    assert inspect_avatar(data[:4096]) == AvatarInfo("JPEG", "image/jpeg", 4000, 3000)
 
 
-def test_bomb_header_is_refused_instantly(corpus: Corpus) -> None:
-    bomb = corpus("bomb_jpeg_header_60000x60000.jpg")
-
-    def refused() -> None:
-        with pytest.raises(AvatarRejected, match="TOO_MANY_PIXELS"):
-            inspect_avatar(bomb)
-
-    assert median_seconds(20, refused) < 0.002
+def test_bomb_header_is_refused(corpus: Corpus) -> None:
+    with pytest.raises(AvatarRejected, match="TOO_MANY_PIXELS"):
+        inspect_avatar(corpus("bomb_jpeg_header_60000x60000.jpg"))
 
 
 def test_rejection_keeps_code_and_reason() -> None:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import math
 import pickle
 import random
-import statistics
 import struct
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageOps, ImageStat, features
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageOps, ImageStat
 
 from imaging_service.render import (
     DEFAULT_SIZES,
@@ -27,32 +24,11 @@ from imaging_service.render import (
     probe,
     render,
 )
+from tests.corpus import CODES, MARKERS, QUADRANT_SAMPLES, codec_available
 
 Corpus = Callable[[str], bytes]
 Entry = dict[str, Any]
 RGB = tuple[float, float, float]
-
-CODES = {
-    "empty": "EMPTY",
-    "not_an_image": "NOT_AN_IMAGE",
-    "truncated": "TRUNCATED",
-    "too_many_pixels": "TOO_MANY_PIXELS",
-    "too_large_bytes": "TOO_LARGE",
-    "unsupported_format": "UNSUPPORTED_FORMAT",
-}
-# The marker colours of the corpus's test cards and animations (generate.py COLOURS).
-MARKERS = {
-    "red": (222, 30, 30),
-    "green": (30, 180, 50),
-    "blue": (35, 70, 225),
-    "yellow": (245, 215, 30),
-}
-QUADRANT_SAMPLES = {
-    "top_left": (0.27, 0.27),
-    "top_right": (0.73, 0.27),
-    "bottom_left": (0.27, 0.73),
-    "bottom_right": (0.73, 0.73),
-}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -62,12 +38,6 @@ def decode(thumb: Thumbnail) -> Image.Image:
     img = Image.open(io.BytesIO(thumb.png))
     img.load()
     return img
-
-
-def codec_available(entry: Entry) -> bool:
-    if "heif" in entry["codec"]["requires"].lower():
-        return importlib.util.find_spec("pillow_heif") is not None
-    return bool(features.check_module("avif"))
 
 
 def render_ok_file(entry: Entry, data: bytes) -> list[Image.Image] | None:
@@ -156,15 +126,6 @@ def encode(img: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:
     out = io.BytesIO()
     img.save(out, fmt, **params)
     return out.getvalue()
-
-
-def best_of(runs: int, action: Callable[[], object]) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 # ----------------------------------------------------------------------------- the corpus
@@ -454,23 +415,19 @@ def twelve_mp_jpeg() -> bytes:
 
 def test_probe_reads_the_header_only(twelve_mp_jpeg: bytes, corpus: Corpus) -> None:
     assert probe(twelve_mp_jpeg) == ImageInfo("JPEG", "image/jpeg", 4000, 3000)
-    header_time = best_of(20, lambda: probe(twelve_mp_jpeg))
-    assert header_time < 0.002
-    assert best_of(3, lambda: render(twelve_mp_jpeg)) > 10 * header_time
+    # Its first 4 KiB hold the header and hardly any pixel data: enough for probe.
+    assert probe(twelve_mp_jpeg[:4096]) == ImageInfo("JPEG", "image/jpeg", 4000, 3000)
     for damaged_pixels in ("bad_truncated_50pct.jpg", "bad_png_corrupt_idat.png"):
         assert probe(corpus(damaged_pixels)).width > 0
         with pytest.raises(ImageRejected, match="TRUNCATED"):
             render(corpus(damaged_pixels))
 
 
-def test_bomb_header_is_refused_instantly(corpus: Corpus) -> None:
+def test_bomb_header_is_refused_from_the_header(corpus: Corpus) -> None:
     bomb = corpus("bomb_jpeg_header_60000x60000.jpg")
-
-    def refused() -> None:
-        with pytest.raises(ImageRejected, match="TOO_MANY_PIXELS"):
-            render(bomb)
-
-    assert best_of(20, refused) < 0.005
+    assert len(bomb) < 100_000  # nothing to decode: the refusal comes from the header
+    with pytest.raises(ImageRejected, match="TOO_MANY_PIXELS"):
+        render(bomb)
 
 
 # ----------------------------------------------------------------------------- arbitrary bytes
