@@ -23,13 +23,23 @@ def _uuid8() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    root = tmp_path_factory.mktemp("nats")
+def _running_nats(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[NatsServer]:
+    root = tmp_path_factory.mktemp(name)
     server = NatsServer(root / "store", log_path=root / "nats.log")
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    yield from _running_nats(tmp_path_factory, "nats")
+
+
+@pytest.fixture(scope="module")
+def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A NATS of the test module's own, so stopping it disturbs no other module."""
+    yield from _running_nats(tmp_path_factory, "own-nats")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import nats
@@ -72,16 +72,6 @@ async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
     nc = await nats.connect(nats_server.url)
     yield nc.jetstream()
     await nc.close()
-
-
-@pytest.fixture(scope="module")
-def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """A NATS of this module's own, so restarting it disturbs no other test."""
-    root = tmp_path_factory.mktemp("imaging-bus-nats")
-    server = NatsServer(root / "store", log_path=root / "nats.log")
-    server.start()
-    yield server
-    server.stop()
 
 
 @asynccontextmanager

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -20,16 +20,6 @@ from devstack.nats import NatsServer
 from devstack.postgres import Postgres
 
 SUBJECT = "accounts.thumbnail.requested"
-
-
-@pytest.fixture(scope="module")
-def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """A NATS of this module's own, so stopping it disturbs no other test."""
-    root = tmp_path_factory.mktemp("outbox-nats")
-    server = NatsServer(root / "store", log_path=root / "nats.log")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
