@@ -133,11 +133,31 @@ async def insert_user(
     return row
 
 
-async def insert_event(conn: Conn, event_id: uuid.UUID, subject: str, payload: bytes) -> None:
+async def insert_event(
+    conn: Conn, event_id: uuid.UUID, subject: str, payload: bytes, user_id: uuid.UUID
+) -> None:
+    """Queues an event for the relay and notes when the user's thumbnails were requested."""
     await conn.execute(
-        "INSERT INTO outbox (event_id, subject, payload) VALUES (%s, %s, %s)",
-        (event_id, subject, payload),
+        "INSERT INTO outbox (event_id, subject, payload, user_id) VALUES (%s, %s, %s, %s)",
+        (event_id, subject, payload, user_id),
     )
+    await conn.execute(
+        "UPDATE users SET requested_at = clock_timestamp() WHERE id = %s", (user_id,)
+    )
+
+
+async def claim_stalled(conn: Conn, older_than_seconds: float, limit: int) -> list[UserRow]:
+    """Locks users PENDING since longer than that with no event left in the outbox."""
+    async with conn.cursor(row_factory=class_row(UserRow)) as cur:
+        await cur.execute(
+            f"SELECT {_USER_COLUMNS} FROM users u WHERE thumbnail_status = 'PENDING'"
+            " AND requested_at < clock_timestamp() - make_interval(secs => %s)"
+            " AND NOT EXISTS (SELECT 1 FROM outbox o"
+            "   WHERE o.user_id = u.id AND o.published_at IS NULL)"
+            " ORDER BY requested_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (older_than_seconds, limit),
+        )
+        return await cur.fetchall()
 
 
 async def get_user(conn: Conn, user_id: uuid.UUID, *, for_update: bool = False) -> UserRow | None:

@@ -25,6 +25,7 @@ from accounts_service.bus import Bus
 from accounts_service.errors import Unavailable
 from accounts_service.intake import AvatarIntake
 from accounts_service.outbox import OutboxRelay
+from accounts_service.reconciler import Reconciler
 from accounts_service.servicer import AccountsServicer
 from accounts_service.settings import Settings, SettingsError, from_env
 from accounts_service.storage import Storage
@@ -92,7 +93,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("listening", extra={"port": port, "settings": repr(settings)})
 
     bus = Bus(settings.nats_url)
-    relay_task: asyncio.Task[None] | None = None
+    loops: list[asyncio.Task[None]] = []
     try:
         await pool.open(wait=False)
         if (
@@ -101,7 +102,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             and await retry_until(stop, "s3", storage.check)
         ):
             relay = OutboxRelay(pool, bus, settings.database_url, settings.relay_poll_seconds)
-            relay_task = asyncio.create_task(relay.run(stop))
+            reconciler = Reconciler(
+                pool, settings.reconcile_after_seconds, settings.reconcile_every_seconds
+            )
+            loops = [
+                asyncio.create_task(relay.run(stop)),
+                asyncio.create_task(reconciler.run(stop)),
+            ]
             for name in ("", SERVICE_NAME):
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
             log.info("serving")
@@ -111,8 +118,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await health_servicer.enter_graceful_shutdown()
         stop.set()
         await server.stop(settings.shutdown_grace_seconds)
-        if relay_task is not None:
-            await relay_task
+        await asyncio.gather(*loops)
         await bus.close()
         await pool.close()
         log.info("stopped")

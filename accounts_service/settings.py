@@ -29,6 +29,8 @@ class Settings:
     max_message_bytes: int
     url_expiry_seconds: int
     relay_poll_seconds: float
+    reconcile_after_seconds: float
+    reconcile_every_seconds: float
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
@@ -98,6 +100,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         max_message_bytes=max_message_bytes,
         url_expiry_seconds=_int(env, "URL_EXPIRY_SECONDS", 3600),
         relay_poll_seconds=_float(env, "OUTBOX_POLL_SECONDS", 2.0),
+        reconcile_after_seconds=_float(env, "RECONCILE_AFTER_SECONDS", 300.0),
+        reconcile_every_seconds=_float(env, "RECONCILE_EVERY_SECONDS", 30.0),
         db_pool_size=_int(env, "DB_POOL_SIZE", 10),
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 20.0),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),

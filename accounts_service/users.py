@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
 
 import psycopg
-from accounts.v1 import events_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db, validation
 from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound
+from accounts_service.events import request_thumbnails
 from accounts_service.intake import Avatar, AvatarIntake, Upload
 from accounts_service.results import (
     RenderedThumbnail,
@@ -21,8 +20,6 @@ from accounts_service.results import (
 )
 
 log = logging.getLogger(__name__)
-
-SUBJECT = "accounts.thumbnail.requested"
 
 
 class Users:
@@ -112,7 +109,7 @@ class Users:
                 request_id=request_id,
                 request_hash=fingerprint if request_id else None,
             )
-            event_id = await self._request_thumbnails(conn, user)
+            event_id = await request_thumbnails(conn, user)
         log.info("user created", extra={"user_id": str(user_id), "event_id": str(event_id)})
         return user
 
@@ -156,7 +153,7 @@ class Users:
                 raise InvalidArgument("avatar_object", "is already used by another user")
             user = await db.set_avatar(conn, uid, current.avatar_generation + 1, key, content_type)
             assert user is not None
-            event_id = await self._request_thumbnails(conn, user)
+            event_id = await request_thumbnails(conn, user)
         log.info(
             "avatar updated",
             extra={
@@ -174,7 +171,7 @@ class Users:
             user = await db.set_pending(conn, uid)
             if user is None:
                 raise NotFound(f"user {uid} not found")
-            event_id = await self._request_thumbnails(conn, user)
+            event_id = await request_thumbnails(conn, user)
         log.info("thumbnails re-requested", extra={"user_id": str(uid), "event_id": str(event_id)})
         return user
 
@@ -217,16 +214,3 @@ class Users:
 
     async def create_upload(self, content_type: str, content_length: int) -> Upload:
         return await self._intake.issue_upload(content_type, content_length)
-
-    async def _request_thumbnails(self, conn: db.Conn, user: db.UserRow) -> uuid.UUID:
-        """Adds the ThumbnailRequested event to the outbox, inside the caller's transaction."""
-        event_id = uuid.uuid4()
-        event = events_pb2.ThumbnailRequested(
-            event_id=str(event_id),
-            user_id=str(user.id),
-            avatar_object=user.avatar_object,
-            avatar_generation=user.avatar_generation,
-        )
-        event.requested_time.FromDatetime(datetime.now(UTC))
-        await db.insert_event(conn, event_id, SUBJECT, event.SerializeToString())
-        return event_id

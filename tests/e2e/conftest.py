@@ -90,6 +90,8 @@ def service_env(
         "ACCOUNTS_ADDR": f"127.0.0.1:{accounts_port}",
         "IMAGING_PORT": str(free_port()),
         "OUTBOX_POLL_SECONDS": "1",
+        "RECONCILE_AFTER_SECONDS": "8",
+        "RECONCILE_EVERY_SECONDS": "1",
         # Short enough that a killed worker's message comes back quickly in fault tests.
         "ACK_WAIT_SECONDS": "4",
         "RETRY_BASE_SECONDS": "0.5",

@@ -17,24 +17,8 @@ from accounts_service import db
 from accounts_service.bus import Bus, PublishFailed
 from accounts_service.outbox import OutboxRelay
 from devstack.nats import NatsServer
-from devstack.postgres import Postgres
 
 SUBJECT = "accounts.thumbnail.requested"
-
-
-@pytest.fixture
-async def dsn(pg: Postgres) -> AsyncIterator[str]:
-    name = f"outbox_{uuid.uuid4().hex[:8]}"
-    yield pg.create_database(name)
-    pg.drop_database(name)
-
-
-@pytest.fixture
-async def pool(dsn: str) -> AsyncIterator[AsyncConnectionPool[db.Conn]]:
-    async with AsyncConnectionPool(dsn, min_size=1, max_size=8, open=False) as pool:
-        await pool.wait(timeout=10)
-        assert await db.migrate(pool) != []
-        yield pool
 
 
 @pytest.fixture
@@ -53,7 +37,7 @@ async def add_events(pool: AsyncConnectionPool[db.Conn], count: int) -> list[uui
     ids = [uuid.uuid4() for _ in range(count)]
     async with pool.connection() as conn, conn.transaction():
         for event_id in ids:
-            await db.insert_event(conn, event_id, SUBJECT, event_id.bytes)
+            await db.insert_event(conn, event_id, SUBJECT, event_id.bytes, uuid.uuid4())
     return ids
 
 

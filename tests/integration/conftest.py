@@ -1,0 +1,27 @@
+"""A fresh, migrated database per test, on the session's PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from accounts_service import db
+from devstack.postgres import Postgres
+
+
+@pytest.fixture
+async def dsn(pg: Postgres) -> AsyncIterator[str]:
+    name = f"it_{uuid.uuid4().hex[:8]}"
+    yield pg.create_database(name)
+    pg.drop_database(name)
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[AsyncConnectionPool[db.Conn]]:
+    async with AsyncConnectionPool(dsn, min_size=1, max_size=8, open=False) as pool:
+        await pool.wait(timeout=10)
+        assert await db.migrate(pool) != []
+        yield pool

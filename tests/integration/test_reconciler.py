@@ -1,0 +1,60 @@
+"""The reconciler against a real PostgreSQL: who is re-requested, and who is left alone."""
+
+from __future__ import annotations
+
+import uuid
+
+from psycopg_pool import AsyncConnectionPool
+
+from accounts_service import db
+from accounts_service.events import request_thumbnails
+from accounts_service.reconciler import Reconciler
+
+
+async def add_user(pool: AsyncConnectionPool[db.Conn], *, published: bool) -> db.UserRow:
+    """A PENDING user whose request is in the outbox, published or not."""
+    user_id = uuid.uuid4()
+    async with pool.connection() as conn, conn.transaction():
+        user = await db.insert_user(
+            conn, user_id=user_id, email=f"{user_id}@example.com", display_name="R",
+            avatar_object=f"avatars/{user_id}/1/original", avatar_content_type="image/png",
+            request_id=None, request_hash=None,
+        )  # fmt: skip
+        event_id = await request_thumbnails(conn, user)
+        if published:
+            await db.mark_published(conn, [event_id])
+    return user
+
+
+async def outbox_rows(pool: AsyncConnectionPool[db.Conn], user_id: uuid.UUID) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM outbox WHERE user_id = %s", (user_id,))
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_user_whose_event_went_out_but_never_finished_is_requested_again(
+    pool: AsyncConnectionPool[db.Conn],
+) -> None:
+    lost = await add_user(pool, published=True)
+    waiting = await add_user(pool, published=False)
+    reconciler = Reconciler(pool, after_seconds=0, every_seconds=60)
+
+    assert await reconciler.sweep() == 1
+    assert await outbox_rows(pool, lost.id) == 2
+    assert await outbox_rows(pool, waiting.id) == 1, "its event is still waiting to go out"
+    assert await reconciler.sweep() == 0, "the new event has not gone out yet"
+
+
+async def test_recent_and_settled_users_are_left_alone(
+    pool: AsyncConnectionPool[db.Conn],
+) -> None:
+    recent = await add_user(pool, published=True)
+    assert await Reconciler(pool, after_seconds=3600, every_seconds=60).sweep() == 0
+    done = await add_user(pool, published=True)
+    async with pool.connection() as conn:
+        await db.set_failure(conn, done.id, 1, "TRUNCATED", "cut short")
+    assert await Reconciler(pool, after_seconds=0, every_seconds=60).sweep() == 1
+    assert await outbox_rows(pool, recent.id) == 2
+    assert await outbox_rows(pool, done.id) == 1
