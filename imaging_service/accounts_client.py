@@ -61,6 +61,19 @@ class AccountsClient:
         if self._channel is not None:
             await self._channel.close()
 
+    async def current(self, user_id: str) -> tuple[int, int]:
+        """The user's avatar generation and thumbnail status (accounts_pb2.ThumbnailStatus)."""
+        if self._stub is None:
+            raise RuntimeError("AccountsClient used outside 'async with'")
+        try:
+            user = await self._stub.GetUser(
+                accounts_pb2.GetUserRequest(id=user_id), metadata=self._metadata,
+                timeout=self._timeout,
+            )  # fmt: skip
+        except grpc.aio.AioRpcError as exc:
+            raise _translated(exc, user_id, "GetUser") from exc
+        return user.avatar.generation, user.thumbnail_status
+
     async def report_thumbnails(
         self, user_id: str, generation: int, thumbnails: list[StoredThumbnail]
     ) -> None:
@@ -95,9 +108,13 @@ class AccountsClient:
                 request, metadata=self._metadata, timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            code, details = exc.code(), exc.details() or ""
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise UserGone(f"user {request.user_id}: {details}") from exc
-            if code in _REJECTED:
-                raise AccountsRejected(f"UpdateThumbnails {code.name}: {details}") from exc
-            raise AccountsUnavailable(f"UpdateThumbnails {code.name}: {details}") from exc
+            raise _translated(exc, request.user_id, "UpdateThumbnails") from exc
+
+
+def _translated(exc: grpc.aio.AioRpcError, user_id: str, method: str) -> Exception:
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.NOT_FOUND:
+        return UserGone(f"user {user_id}: {details}")
+    if code in _REJECTED:
+        return AccountsRejected(f"{method} {code.name}: {details}")
+    return AccountsUnavailable(f"{method} {code.name}: {details}")

@@ -47,6 +47,10 @@ class QueueConfig:
     max_ack_pending: int
     duplicate_window: float = 20 * 60
     max_age: float = 7 * 24 * 3600
+    # Requests that gave up, kept apart so nothing consumes them until an operator replays them.
+    dlq_stream: str = "ACCOUNTS_DLQ"
+    dlq_subject: str = "dlq.accounts.thumbnail.requested"
+    dlq_max_age: float = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,57 @@ class JobQueue:
             redelivered=info.num_redelivered or 0,
         )
 
+    async def dead_letter(self, delivery: Delivery, event_id: str, reason: str) -> None:
+        """Keeps a copy of the request on the dead-letter stream; raises QueueUnavailable."""
+        headers = {
+            "Nats-Msg-Id": f"dlq:{event_id}:{delivery.stream_seq}",
+            "Avatars-Event-Id": event_id,
+            "Avatars-Reason": reason[:1000],
+        }
+        try:
+            await self._js.publish(
+                self._config.dlq_subject, delivery.data, stream=self._config.dlq_stream,
+                headers=headers, timeout=5,
+            )  # fmt: skip
+        except _NATS_ERRORS as exc:
+            raise QueueUnavailable(f"dead-letter publish: {type(exc).__name__}: {exc}") from exc
+
+    async def dead_lettered(self) -> int:
+        try:
+            info = await self._js.stream_info(self._config.dlq_stream)
+        except _NATS_ERRORS as exc:
+            raise QueueUnavailable(f"dead-letter info: {type(exc).__name__}: {exc}") from exc
+        return int(info.state.messages)
+
+    async def replay(self, limit: int) -> int:
+        """Puts up to ``limit`` (0: all) dead-lettered requests back on the queue, oldest first.
+
+        Each gets a fresh message id, since the original may still be in the de-duplication
+        window; it is deleted from the dead-letter stream only once it is back on the queue.
+        """
+        dlq = self._config.dlq_stream
+        replayed = 0
+        try:
+            state = (await self._js.stream_info(dlq)).state
+            for seq in range(state.first_seq, state.last_seq + 1):
+                if limit and replayed >= limit:
+                    break
+                try:
+                    msg = await self._js.get_msg(dlq, seq)
+                except nats.js.errors.NotFoundError:
+                    continue  # deleted: already replayed
+                event_id = (msg.headers or {}).get("Avatars-Event-Id", "")
+                await self._js.publish(
+                    self._config.subject, msg.data or b"", stream=self._config.stream,
+                    headers={"Nats-Msg-Id": f"replay:{event_id}:{dlq}:{seq}"}, timeout=5,
+                )  # fmt: skip
+                await self._js.delete_msg(dlq, seq)
+                replayed += 1
+                log.info("dead letter replayed", extra={"event_id": event_id, "dlq_seq": seq})
+        except _NATS_ERRORS as exc:
+            raise QueueUnavailable(f"replay: {type(exc).__name__}: {exc}") from exc
+        return replayed
+
     async def close(self) -> None:
         """Unsubscribe first: draining after a timed-out fetch otherwise waits out drain_timeout."""
         try:
@@ -218,8 +273,9 @@ async def _connect(nc: Client, url: str) -> None:
 
 
 async def ensure(js: JetStreamContext, config: QueueConfig) -> None:
-    """Creates or updates the stream and the durable consumer to match ``config``."""
+    """Creates or updates the streams and the durable consumer to match ``config``."""
     await _ensure_stream(js, config)
+    await _ensure_dlq(js, config)
     await js.add_consumer(  # create-or-update; pull_subscribe would ignore a changed config
         config.stream,
         ConsumerConfig(
@@ -232,6 +288,23 @@ async def ensure(js: JetStreamContext, config: QueueConfig) -> None:
             max_ack_pending=config.max_ack_pending,
         ),
     )
+
+
+async def _ensure_dlq(js: JetStreamContext, config: QueueConfig) -> None:
+    try:
+        await js.stream_info(config.dlq_stream)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(
+            StreamConfig(
+                name=config.dlq_stream,
+                subjects=[config.dlq_subject],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=config.dlq_max_age,
+                duplicate_window=config.duplicate_window,
+            )
+        )
+        log.info("dead-letter stream created", extra={"stream": config.dlq_stream})
 
 
 async def _ensure_stream(js: JetStreamContext, config: QueueConfig) -> None:

@@ -6,11 +6,14 @@ Decision table (``decide``; ``attempt`` is the delivery count, ``max_deliver`` =
     DONE               any                   ack
     PERMANENT_DONE     any                   term
     RETRY              < max_deliver         nak(delay = min(cap, base * 2**(attempt-1)) * jitter)
-    RETRY              >= max_deliver        report GAVE_UP, then term
-                                             (nak(cap) instead if that report failed transiently)
+    RETRY, waiting     any                   nak(delay) as above: accounts is unreachable, so no
+      for accounts                           result could be reported; the job waits for it
+    RETRY              >= max_deliver        report GAVE_UP, copy to the dead-letter stream, term
+                                             (nak(cap) instead if either step failed transiently)
     (not handled)      > max_deliver         as RETRY at >= max_deliver, without running the job:
                                              an attempt did not finish (worker killed, or a GAVE_UP
-                                             report failed), so it is not tried again
+                                             report failed), so it is not tried again; unless the
+                                             last attempt was only waiting for accounts
     undecodable payload                      term
     shutdown before the job finished         nak() at once: another worker takes it
 """
@@ -64,11 +67,13 @@ def default_jitter() -> float:
     return random.uniform(0.5, 1.0)
 
 
-def decide(outcome: Outcome, attempt: int, max_deliver: int) -> Action:
-    if outcome is Outcome.DONE:
+def decide(result: Result, attempt: int, max_deliver: int) -> Action:
+    if result.outcome is Outcome.DONE:
         return Action.ACK
-    if outcome is Outcome.PERMANENT_DONE:
+    if result.outcome is Outcome.PERMANENT_DONE:
         return Action.TERM
+    if result.waiting_for_accounts:
+        return Action.NAK
     return Action.GIVE_UP if attempt >= max_deliver else Action.NAK
 
 
@@ -117,7 +122,9 @@ class Consumer:
         self._jitter = jitter
         self._queue: JobQueue | None = None
         self._jobs: set[asyncio.Task[None]] = set()
-        self._last_error: dict[int, str] = {}  # stream sequence -> why the last attempt failed
+        # stream sequence -> how its last attempt in this process failed
+        self._last_error: dict[int, Result] = {}
+        self._retry_in: dict[int, float] = {}  # stream sequence -> back-off, for the log line
         self.processed = 0
         self.failed = 0
 
@@ -125,9 +132,16 @@ class Consumer:
         if self._queue is None:
             raise QueueUnavailable("not connected to NATS yet")
         info = await self._queue.info()
+        dead = await self._queue.dead_lettered()
         return QueueStats(
-            info.pending, info.ack_pending, info.redelivered, 0, self.processed, self.failed
+            info.pending, info.ack_pending, info.redelivered, dead, self.processed, self.failed
         )
+
+    async def replay(self, limit: int) -> int:
+        """Dead-lettered requests back on the queue; how many."""
+        if self._queue is None:
+            raise QueueUnavailable("not connected to NATS yet")
+        return await self._queue.replay(limit)
 
     async def run(self, queue: JobQueue, stop: asyncio.Event) -> None:
         """Fetches while there is a free slot, until ``stop`` is set; then call ``finish``."""
@@ -183,7 +197,7 @@ class Consumer:
         heartbeat = asyncio.create_task(self._heartbeat(delivery))
         try:
             result = await self._attempt(event, delivery)
-            action = decide(result.outcome, delivery.attempt, self._policy.max_deliver)
+            action = decide(result, delivery.attempt, self._policy.max_deliver)
             outcome = await self._settle(delivery, event, action, result)
         except asyncio.CancelledError:
             await delivery.nak()
@@ -196,12 +210,14 @@ class Consumer:
             heartbeat.cancel()
         duration_ms = round((time.monotonic() - started) * 1000)
         extra = fields | {"outcome": outcome, "duration_ms": duration_ms, "detail": result.detail}
+        if (retry_in := self._retry_in.pop(delivery.stream_seq, None)) is not None:
+            extra["retry_in_s"] = round(retry_in, 2)
         log.info("job finished", extra=extra)
 
     async def _attempt(self, event: ThumbnailRequested, delivery: Delivery) -> Result:
-        if delivery.attempt > self._policy.max_deliver:
-            last = self._last_error.get(delivery.stream_seq, "an attempt did not finish")
-            return Result(Outcome.RETRY, last)
+        last = self._last_error.get(delivery.stream_seq)
+        if delivery.attempt > self._policy.max_deliver and not (last and last.waiting_for_accounts):
+            return last or Result(Outcome.RETRY, "an attempt did not finish")
         try:
             return await self._handle(event)
         except Exception as exc:  # a bug must not kill the worker loop; retry, then GAVE_UP
@@ -214,8 +230,12 @@ class Consumer:
         """Sends the ack decided on; returns the outcome name for the log line."""
         seq = delivery.stream_seq
         if action is Action.NAK:
-            self._remember(seq, result.detail)
-            await delivery.nak(self._policy.delay(delivery.attempt, self._jitter()))
+            self._remember(seq, result)
+            delay = self._policy.delay(
+                min(delivery.attempt, self._policy.max_deliver), self._jitter()
+            )
+            await delivery.nak(delay)
+            self._retry_in[seq] = delay
             return "retry"
         self._last_error.pop(seq, None)
         if action is Action.ACK:
@@ -227,24 +247,27 @@ class Consumer:
             self.failed += 1
             return "failed"
         attempts = min(delivery.attempt, self._policy.max_deliver)
+        reason = f"gave up after {attempts} attempts: {result.detail}"
         try:
-            await self._give_up(event, f"gave up after {attempts} attempts: {result.detail}")
-        except TransientError as exc:
-            self._remember(seq, result.detail)
+            await self._give_up(event, reason)
+            assert self._queue is not None
+            await self._queue.dead_letter(delivery, event.event_id, reason)
+        except (TransientError, QueueUnavailable) as exc:
+            self._remember(seq, result)
             await delivery.nak(self._policy.cap)
-            log.warning("GAVE_UP not reported, will retry", extra={"error": str(exc)})
-            return "gave_up_unreported"
+            log.warning("giving up not recorded, will retry", extra={"error": str(exc)})
+            return "gave_up_unrecorded"
         except (UserGone, AccountsRejected) as exc:
             log.warning("GAVE_UP not reported", extra={"error": str(exc)})
         await delivery.term()
         self.failed += 1
         return "gave_up"
 
-    def _remember(self, seq: int, error: str) -> None:
+    def _remember(self, seq: int, result: Result) -> None:
         self._last_error.pop(seq, None)
         if len(self._last_error) >= _LAST_ERRORS_KEPT:
             del self._last_error[next(iter(self._last_error))]
-        self._last_error[seq] = error
+        self._last_error[seq] = result
 
     async def _heartbeat(self, delivery: Delivery) -> None:
         while True:

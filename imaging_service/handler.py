@@ -7,10 +7,18 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from accounts.v1 import accounts_pb2
 from accounts.v1.events_pb2 import ThumbnailRequested
 
 from imaging_service.accounts_client import AccountsClient, StoredThumbnail
-from imaging_service.errors import AccountsRejected, SourceMissing, TransientError, UserGone
+from imaging_service.errors import (
+    AccountsRejected,
+    AccountsUnavailable,
+    SourceMissing,
+    StorageUnavailable,
+    TransientError,
+    UserGone,
+)
 from imaging_service.pool import RenderPool
 from imaging_service.render import ImageRejected, Limits
 from imaging_service.storage import Storage
@@ -30,6 +38,9 @@ class Outcome(enum.Enum):
 class Result:
     outcome: Outcome
     detail: str = ""  # the failure reason or the transient error, for logs and GAVE_UP
+    # RETRY only because accounts could not be reached: no result can be reported meanwhile,
+    # so such attempts never exhaust the retry budget (the job waits for accounts to return).
+    waiting_for_accounts: bool = False
 
 
 def thumbnail_key(user_id: str, generation: int, name: str) -> str:
@@ -51,6 +62,8 @@ class Handler:
     async def handle(self, event: ThumbnailRequested) -> Result:
         try:
             return await self._run(event)
+        except AccountsUnavailable as exc:
+            return Result(Outcome.RETRY, str(exc), waiting_for_accounts=True)
         except TransientError as exc:
             return Result(Outcome.RETRY, str(exc))
         except UserGone:
@@ -66,6 +79,10 @@ class Handler:
         )
 
     async def _run(self, event: ThumbnailRequested) -> Result:
+        generation, status = await self._accounts.current(event.user_id)
+        if generation != event.avatar_generation or (status == accounts_pb2.THUMBNAIL_STATUS_READY):
+            # Stale (a newer avatar exists) or already done (a duplicate): nothing to do.
+            return Result(Outcome.DONE, f"skipped: user at generation {generation}")
         try:
             data = await self._storage.get_original(event.avatar_object, self._limits.max_bytes)
             rendered = await self._pool.render(data, tuple(SIZES.values()))
@@ -87,12 +104,22 @@ class Handler:
         await asyncio.gather(
             *(self._storage.put_thumbnail(t.object, by_size[t.width]) for t in stored)
         )
+        await asyncio.gather(*(self._verify(t) for t in stored))
         try:
             await self._accounts.report_thumbnails(event.user_id, event.avatar_generation, stored)
         except UserGone:
             await self._remove(event, stored)
             raise
         return Result(Outcome.DONE)
+
+    async def _verify(self, thumbnail: StoredThumbnail) -> None:
+        """Reads back what was written: the callback must never point at a missing object."""
+        size, content_type = await self._storage.stat(thumbnail.object)
+        if (size, content_type) != (thumbnail.size_bytes, "image/png"):
+            raise StorageUnavailable(
+                f"{thumbnail.object} reads back as {size} bytes of {content_type!r}, "
+                f"wrote {thumbnail.size_bytes} bytes of 'image/png'"
+            )
 
     async def _fail(self, event: ThumbnailRequested, code: str, reason: str) -> Result:
         await self._accounts.report_failure(event.user_id, event.avatar_generation, code, reason)

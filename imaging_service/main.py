@@ -143,7 +143,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         )
         health_servicer = health.aio.HealthServicer()
         await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-        servicer = ImagingServicer(pool, consumer.stats, settings.render_processes)
+        servicer = ImagingServicer(pool, consumer.stats, consumer.replay, settings.render_processes)
         server, port = await start_server(settings.port, servicer, health_servicer)
         stack.push_async_callback(server.stop, grace)
         log.info("listening", extra={"port": port, "settings": repr(settings)})

@@ -67,10 +67,15 @@ def _bad_request(field: str, description: str) -> error_details_pb2.BadRequest:
 
 class ImagingServicer(imaging_pb2_grpc.ImagingServiceServicer):
     def __init__(
-        self, pool: RenderPool, stats: Callable[[], Awaitable[QueueStats]], concurrency: int
+        self,
+        pool: RenderPool,
+        stats: Callable[[], Awaitable[QueueStats]],
+        replay: Callable[[int], Awaitable[int]],
+        concurrency: int,
     ) -> None:
         self._pool = pool
         self._stats = stats
+        self._replay = replay
         self._slots = asyncio.Semaphore(concurrency)
 
     async def RenderThumbnails(
@@ -110,8 +115,8 @@ class ImagingServicer(imaging_pb2_grpc.ImagingServiceServicer):
     async def ReplayDeadLetters(
         self, request: imaging_pb2.ReplayDeadLettersRequest, context: Context
     ) -> imaging_pb2.ReplayDeadLettersResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "ReplayDeadLetters is not implemented yet: there is no dead-letter stream to replay",
-        )
-        raise AssertionError("unreachable")
+        try:
+            replayed = await self._replay(request.limit)
+        except QueueUnavailable as exc:
+            await abort(context, exc)
+        return imaging_pb2.ReplayDeadLettersResponse(replayed=replayed)

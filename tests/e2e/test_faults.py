@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import nats
 from accounts.v1 import accounts_pb2
-from nats.js.api import ConsumerInfo
 
 from devstack.nats import NatsServer
 from devstack.net import wait_until
 from tests.e2e.conftest import Service
+from tests.e2e.faults import consumer_info
 from tests.e2e.support import PENDING, READY, create_user, image_bytes, wait_settled
-
-
-def consumer_info(nats_url: str) -> ConsumerInfo:
-    async def fetch() -> ConsumerInfo:
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
-        try:
-            return await nc.jetstream().consumer_info("ACCOUNTS", "imaging")
-        finally:
-            await nc.close()
-
-    return asyncio.run(fetch())
 
 
 def test_create_user_while_nats_is_down_reaches_ready_once_it_is_back(
