@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PROTO_FILES := accounts/v1/accounts.proto accounts/v1/events.proto imaging/v1/imaging.proto
 
-.PHONY: help install run demo test lint format protos check-protos unit integration e2e bench-create clean
+.PHONY: help install run demo test lint format protos check-protos unit integration e2e bench-create chaos clean
 
 help:
 	@echo "make run      start NATS, S3, PostgreSQL and both services in the foreground (Ctrl-C stops all)"
@@ -66,6 +66,10 @@ e2e: install
 
 test: check-protos lint
 	$(BIN)/pytest
+
+# Its own stack; kills and stops processes on a schedule. USERS=300 by default.
+chaos: install
+	$(PY) bench/chaos.py --users $(or $(USERS),300)
 
 # Needs `make run` going: CreateUser latency for a 12 MP JPEG vs a small one.
 bench-create: install

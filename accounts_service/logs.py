@@ -28,3 +28,5 @@ def configure(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # urllib3 (under minio) warns on every internal retry; our own line reports the outcome.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

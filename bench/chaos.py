@@ -1,0 +1,284 @@
+"""Chaos run: create N users from mixed images while processes are killed and servers stopped.
+
+    python bench/chaos.py [--users 300]
+
+Starts its own NATS, S3 (weed mini), PostgreSQL (a private cluster, so it may be restarted) and
+both services, then creates users at a steady pace while, on a schedule, the imaging worker is
+SIGKILLed and restarted, NATS is stopped for 10 s, S3 is stopped for 10 s and PostgreSQL is
+restarted. Clients retry CreateUser with the same request_id, as a real client would. At the end
+it prints one line
+
+    users=N ready=R failed_expected=F failed_unexpected=U stuck=S duplicates_renders=D
+
+and exits non-zero unless U = 0, S = 0 and R + F = N. duplicates_renders counts renders beyond
+the first for the same user and generation (from the worker's job log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devstack.nats import NatsServer
+from devstack.net import free_port, wait_until
+from devstack.postgres import Postgres
+from devstack.process import ServiceProcess
+from devstack.s3 import S3Server
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO.parent / "shared" / "testdata" / "images"
+SLOW = {"geom_exactly_50mp_10000x5000.png"}  # seconds each: would only measure the renderer
+READY = accounts_pb2.THUMBNAIL_STATUS_READY
+FAILED = accounts_pb2.THUMBNAIL_STATUS_FAILED
+PENDING = accounts_pb2.THUMBNAIL_STATUS_PENDING
+
+
+@dataclass
+class Outcome:
+    image: str
+    expected_ok: bool
+    user_id: str = ""
+    refused: bool = False  # INVALID_ARGUMENT at CreateUser
+    status: int = PENDING
+
+
+@dataclass
+class Stack:
+    root: Path
+    nats: NatsServer
+    s3: S3Server
+    pg: Postgres
+    accounts: ServiceProcess
+    imaging: ServiceProcess
+    accounts_addr: str
+    events: list[str] = field(default_factory=list)
+
+    def note(self, what: str) -> None:
+        self.events.append(what)
+        print(f"[chaos] {time.strftime('%H:%M:%S')} {what}", flush=True)
+
+
+def corpus() -> list[tuple[str, bytes, bool]]:
+    manifest = json.loads((IMAGES / "manifest.json").read_text())
+    files = []
+    for entry in manifest["files"]:
+        if entry.get("present", True) and entry["name"] not in SLOW and "codec" not in entry:
+            data = (IMAGES / entry["name"]).read_bytes()
+            files.append((entry["name"], data, entry["expected"] == "ok"))
+    return files
+
+
+def serving(addr: str) -> bool:
+    with grpc.insecure_channel(addr) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@contextlib.contextmanager
+def stack() -> Iterator[Stack]:
+    root = Path(tempfile.mkdtemp(prefix="chaos-"))
+    pg_dir = Path(tempfile.gettempdir()) / f"chaos-pg-{uuid.uuid4().hex[:8]}"
+    nats = NatsServer(root / "nats", log_path=root / "nats.log")
+    s3 = S3Server(root / "s3", log_path=root / "s3.log")
+    pg = Postgres(pg_dir, log_path=root / "pg.log")  # private: we may restart it
+    started: list[Callable[[], Any]] = []
+    try:
+        for server in (nats, s3, pg):
+            server.start()
+            started.append(server.stop)
+        s3.ensure_bucket("avatars")
+        accounts_port = free_port()
+        env = {
+            "PATH": "/usr/bin:/bin", "DATABASE_URL": pg.create_database("chaos"),
+            "NATS_URL": nats.url, "S3_ENDPOINT": s3.endpoint, "S3_BUCKET": "avatars",
+            "S3_ACCESS_KEY": s3.access_key, "S3_SECRET_KEY": s3.secret_key,
+            "INTERNAL_TOKEN": uuid.uuid4().hex, "ACCOUNTS_PORT": str(accounts_port),
+            "ACCOUNTS_ADDR": f"127.0.0.1:{accounts_port}", "IMAGING_PORT": str(free_port()),
+            "ACK_WAIT_SECONDS": "10", "RECONCILE_AFTER_SECONDS": "120",
+            "SHUTDOWN_GRACE_SECONDS": "10", "PYTHONUNBUFFERED": "1",
+        }  # fmt: skip
+        accounts = ServiceProcess(
+            "accounts", [sys.executable, "-m", "accounts_service"], log_path=root / "accounts.log",
+            env=env, cwd=REPO,
+        )  # fmt: skip
+        imaging = ServiceProcess(
+            "imaging", [sys.executable, "-m", "imaging_service"], log_path=root / "imaging.log",
+            env=env, cwd=REPO,
+        )  # fmt: skip
+        for process, port in ((accounts, accounts_port), (imaging, int(env["IMAGING_PORT"]))):
+            process.start()
+            started.append(lambda p=process: p.terminate(30))
+            wait_until(lambda a=f"127.0.0.1:{port}": serving(a), 60, f"{process.name} serving")
+        yield Stack(root, nats, s3, pg, accounts, imaging, env["ACCOUNTS_ADDR"])
+    finally:
+        for stop in reversed(started):
+            with contextlib.suppress(Exception):
+                stop()
+        shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def create(stub: Any, image: tuple[str, bytes, bool], outcome: Outcome) -> None:
+    """CreateUser, retried with the same request_id while the stack is in trouble."""
+    name, data, _ = image
+    request = accounts_pb2.CreateUserRequest(
+        email=f"chaos-{uuid.uuid4().hex[:12]}@example.com", display_name=name,
+        avatar_image=data, request_id=str(uuid.uuid4()),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            outcome.user_id = stub.CreateUser(request, timeout=10).id
+            return
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                outcome.refused = True
+                return
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)  # a client's back-off while the service is unavailable
+
+
+def faults(s: Stack, done: threading.Event) -> None:
+    """The schedule: (seconds after start, what to break)."""
+
+    def kill_worker() -> None:
+        s.note("SIGKILL imaging worker")
+        s.imaging.kill()
+        wait_until(lambda: not s.imaging.running, 10, "worker gone")
+        s.imaging.start()
+        s.note("imaging worker restarted")
+
+    def outage(name: str, server: NatsServer | S3Server) -> Callable[[], None]:
+        def run() -> None:
+            s.note(f"stop {name} for 10 s")
+            server.stop()
+            done.wait(10)  # the outage itself
+            server.start()
+            s.note(f"{name} back")
+
+        return run
+
+    def restart_pg() -> None:
+        s.note("restart PostgreSQL")
+        s.pg.restart()
+        s.note("PostgreSQL back")
+
+    schedule = [(4, kill_worker), (8, outage("NATS", s.nats)), (22, outage("S3", s.s3)),
+                (36, restart_pg), (42, kill_worker)]  # fmt: skip
+    started = time.monotonic()
+    for at, action in schedule:
+        if done.wait(max(0.0, started + at - time.monotonic())):
+            return
+        action()
+
+
+def duplicates(imaging_log: str) -> int:
+    renders: Counter[tuple[str, int]] = Counter()
+    for line in imaging_log.splitlines():
+        if '"job finished"' not in line:
+            continue
+        entry = json.loads(line)
+        if entry.get("outcome") in {"done", "failed"} and not entry.get("detail", "").startswith(
+            "skipped"
+        ):
+            renders[(entry["user_id"], entry["generation"])] += 1
+    return sum(n - 1 for n in renders.values() if n > 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--create-seconds", type=float, default=45.0)
+    parser.add_argument("--settle-seconds", type=float, default=300.0)
+    args = parser.parse_args()
+    images = corpus()
+    outcomes = [Outcome(images[i % len(images)][0], images[i % len(images)][2])
+                for i in range(args.users)]  # fmt: skip
+    with stack() as s:
+        done = threading.Event()
+        chaos = threading.Thread(target=faults, args=(s, done), daemon=True)
+        channel = grpc.insecure_channel(s.accounts_addr)
+        stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+        chaos.start()
+        started = time.monotonic()
+        threads = []
+        for i, outcome in enumerate(outcomes):
+            pace = started + i * args.create_seconds / args.users - time.monotonic()
+            if pace > 0:
+                time.sleep(pace)  # a steady arrival rate, not synchronisation
+            thread = threading.Thread(target=create, args=(stub, images[i % len(images)], outcome))
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        chaos.join()
+        s.note("all users created, waiting for them to settle")
+        settle(stub, outcomes, args.settle_seconds)
+        done.set()
+        dupes = duplicates(s.imaging.log_text())
+        channel.close()
+        return report(outcomes, dupes, s.root)
+
+
+def settle(stub: Any, outcomes: list[Outcome], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    waiting = [o for o in outcomes if o.user_id]
+    while waiting and time.monotonic() < deadline:
+        still = []
+        for o in waiting:
+            with contextlib.suppress(grpc.RpcError):  # the next round asks again
+                o.status = stub.GetUser(
+                    accounts_pb2.GetUserRequest(id=o.user_id), timeout=5
+                ).thumbnail_status
+            if o.status == PENDING:
+                still.append(o)
+        waiting = still
+        if waiting:
+            time.sleep(1)  # polling the service with a deadline
+
+
+def report(outcomes: list[Outcome], dupes: int, root: Path) -> int:
+    ready = sum(o.status == READY for o in outcomes)
+    expected = sum((o.refused or o.status == FAILED) and not o.expected_ok for o in outcomes)
+    unexpected = [o for o in outcomes if (o.status == READY) != o.expected_ok and
+                  (o.refused or o.status != PENDING)]  # fmt: skip
+    stuck = sum(o.user_id != "" and o.status == PENDING for o in outcomes)
+    n = len(outcomes)
+    for o in unexpected[:10]:
+        print(f"[chaos] unexpected: {o.image} user={o.user_id} status={o.status} "
+              f"refused={o.refused}", flush=True)  # fmt: skip
+    print(
+        f"users={n} ready={ready} failed_expected={expected} "
+        f"failed_unexpected={len(unexpected)} stuck={stuck} duplicates_renders={dupes}"
+    )
+    ok = not unexpected and stuck == 0 and ready + expected == n
+    if ok:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print(f"[chaos] logs kept in {root}", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
