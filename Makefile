@@ -64,16 +64,50 @@ integration: install
 e2e: install
 	$(BIN)/pytest tests/e2e
 
-test: check-protos lint
+test: check-protos lint k8s-check
 	$(BIN)/pytest
 
 # Its own stack; kills and stops processes on a schedule. USERS=300 by default.
 chaos: install
 	$(PY) bench/chaos.py --users $(or $(USERS),300)
 
+# checkov and hadolint live in their own venv: checkov pins many libraries of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_STAMP): deploy/checkov-requirements.lock
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	echo '*' > $(CHECKOV_VENV)/.gitignore
+	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes -r deploy/checkov-requirements.lock
+	touch $(CHECKOV_STAMP)
+
+# Renders every overlay in deploy/k8s/overlays, validates it offline and scans it and the
+# Dockerfile with checkov and hadolint (skips: deploy/checkov-skips.yaml).
+.PHONY: k8s-check
+k8s-check: install $(CHECKOV_STAMP)
+	$(PY) deploy/k8s_check.py --kubectl $(BIN)/kubectl --validate $(BIN)/kubernetes-validate \
+		--checkov $(CHECKOV_VENV)/bin/checkov --hadolint $(CHECKOV_VENV)/bin/hadolint \
+		--out $(CHECKOV_VENV)/rendered
+
 # Needs `make run` going: CreateUser latency for a 12 MP JPEG vs a small one.
 bench-create: install
 	$(PY) bench/create_latency.py
+
+# sharp, the reference renderer, from the npm registry into bench/node_modules (git-ignored).
+bench/node_modules/.package-lock.json: bench/package.json bench/package-lock.json
+	npm ci --prefix bench --no-audit --no-fund
+
+# Our renderer against a naive Pillow one and sharp, on one core; exits 1 on a missed target.
+.PHONY: bench bench-render bench-soak
+bench-render: install bench/node_modules/.package-lock.json
+	$(PY) bench/render.py
+
+# 5,000 renders through the render pool: its memory after 500 and after 5,000.
+bench-soak: install
+	$(PY) bench/soak.py
+
+bench: bench-render
 
 clean:
 	rm -rf $(VENV) .run out .pytest_cache .mypy_cache .ruff_cache

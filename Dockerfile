@@ -1,0 +1,46 @@
+# One image for both services; the command picks which:
+#   docker build -t avatar-thumbnails:dev .
+#   docker run avatar-thumbnails:dev                                   # accounts (default)
+#   docker run avatar-thumbnails:dev python -m imaging_service         # imaging
+# Runtime dependencies come from requirements-runtime.lock (hashes, binary wheels only), made by
+# pip-compile from pyproject.toml within requirements.lock's versions (command in its header).
+
+FROM python:3.11-slim-trixie AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1
+WORKDIR /src
+COPY requirements-runtime.lock ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements-runtime.lock
+# gen/ holds the generated accounts/imaging packages (pyproject.toml maps them from there);
+# devstack is copied only because pyproject.toml lists it among the packages.
+COPY pyproject.toml ./
+COPY gen ./gen
+COPY devstack ./devstack
+COPY accounts_service ./accounts_service
+COPY imaging_service ./imaging_service
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation .
+
+FROM python:3.11-slim-trixie
+# A fixed high UID/GID that matches runAsUser/runAsGroup in deploy/k8s.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+# MALLOC_ARENA_MAX=2: glibc gives every thread that contends for malloc its own arena (up to
+# 8 x cores), and freed image buffers stay mapped in them, so a long-lived process that decodes
+# images grows in RSS job after job although nothing leaks. Two arenas keep that growth flat for
+# little cost here, because decoding runs in separate render processes with few threads each.
+# The imaging service is the one that needs it (the accounts service only reads
+# image headers and runs with it too, harmlessly). The measurement behind the choice is
+# `make bench-soak` (bench/soak.py): the imaging worker's RSS over a long run of renders with
+# the variable unset and with 2; rerun it before changing this value.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2
+USER 10001:10001
+# accounts gRPC, imaging gRPC
+EXPOSE 50051 50052
+CMD ["python", "-m", "accounts_service"]
