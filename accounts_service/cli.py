@@ -1,14 +1,16 @@
-"""A small command-line client: python -m accounts_service.cli {create,get,list,demo}."""
+"""A small command-line client: python -m accounts_service.cli {create,get,list,watch,demo}."""
 
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 from accounts.v1 import accounts_pb2, accounts_pb2_grpc
@@ -17,10 +19,17 @@ SAMPLE = Path(__file__).resolve().parent.parent / "docs" / "sample-avatar.jpg"
 STATUS = accounts_pb2.ThumbnailStatus.Name
 
 
-def _stub(addr: str) -> tuple[grpc.Channel, Any]:
-    channel = grpc.insecure_channel(
-        addr, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
-    )
+def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, Any]:
+    options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    if args.ca or args.cert:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(args.ca).read_bytes() if args.ca else None,
+            private_key=Path(args.key).read_bytes() if args.key else None,
+            certificate_chain=Path(args.cert).read_bytes() if args.cert else None,
+        )
+        channel = grpc.secure_channel(args.addr, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(args.addr, options=options)
     return channel, accounts_pb2_grpc.AccountsServiceStub(channel)
 
 
@@ -30,20 +39,44 @@ def _line(user: Any) -> str:
     return f"{user.id} {user.email} generation={user.avatar.generation} {status}{extra}"
 
 
-def wait_settled(stub: Any, user_id: str, timeout: float) -> Any:
-    """Polls GetUser until READY or FAILED, printing each change; raises TimeoutError."""
-    deadline = time.monotonic() + timeout
-    seen = None
-    while True:
-        user = stub.GetUser(accounts_pb2.GetUserRequest(id=user_id), timeout=5)
-        if user.thumbnail_status != seen:
-            seen = user.thumbnail_status
-            print(f"  {_line(user)}", flush=True)
-        if user.thumbnail_status != accounts_pb2.THUMBNAIL_STATUS_PENDING:
-            return user
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"user {user_id} still PENDING after {timeout:.0f} s")
-        time.sleep(0.1)
+def wait_settled(stub: Any, user_id: str, timeout: float, out: TextIO = sys.stdout) -> Any:
+    """Follows WatchUser until READY or FAILED, printing each state change with the time since
+    the start (on a terminal also a live progress line); raises TimeoutError."""
+    started = time.monotonic()
+    call = stub.WatchUser(accounts_pb2.WatchUserRequest(id=user_id), timeout=timeout)
+    updates: queue.Queue[Any] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for user in call:
+                updates.put(user)
+        except grpc.RpcError as exc:
+            updates.put(exc)
+
+    threading.Thread(target=pump, daemon=True).start()
+    live = out.isatty()
+    status = "watching"
+    try:
+        while True:
+            try:
+                item = updates.get(timeout=0.2)
+            except queue.Empty:
+                if live:
+                    out.write(f"\r  {status} ... {time.monotonic() - started:.1f} s\x1b[K")
+                    out.flush()
+                continue
+            if isinstance(item, grpc.RpcError):
+                if item.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise TimeoutError(f"user {user_id} still {status} after {timeout:.0f} s")
+                raise item
+            status = STATUS(item.thumbnail_status).removeprefix("THUMBNAIL_STATUS_")
+            prefix = "\r\x1b[K" if live else ""
+            print(f"{prefix}  [{time.monotonic() - started:6.2f} s] {_line(item)}", file=out)
+            out.flush()
+            if item.thumbnail_status != accounts_pb2.THUMBNAIL_STATUS_PENDING:
+                return item
+    finally:
+        call.cancel()
 
 
 def save_thumbnails(user: Any, out: Path) -> list[Path]:
@@ -74,6 +107,11 @@ def cmd_create(stub: Any, args: argparse.Namespace) -> int:
 def cmd_get(stub: Any, args: argparse.Namespace) -> int:
     print(stub.GetUser(accounts_pb2.GetUserRequest(id=args.id), timeout=10))
     return 0
+
+
+def cmd_watch(stub: Any, args: argparse.Namespace) -> int:
+    user = wait_settled(stub, args.id, args.timeout)
+    return 0 if user.thumbnail_status == accounts_pb2.THUMBNAIL_STATUS_READY else 1
 
 
 def cmd_list(stub: Any, args: argparse.Namespace) -> int:
@@ -114,6 +152,9 @@ def cmd_demo(stub: Any, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m accounts_service.cli")
     parser.add_argument("--addr", default="localhost:50051", help="AccountsService address")
+    parser.add_argument("--ca", help="TLS: CA certificate file that signed the server's")
+    parser.add_argument("--cert", help="mutual TLS: client certificate file (with --key)")
+    parser.add_argument("--key", help="mutual TLS: client private key file")
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="create a user from an image file")
     create.add_argument("--email", required=True)
@@ -126,13 +167,22 @@ def main(argv: list[str] | None = None) -> int:
     listing = sub.add_parser("list", help="list users")
     listing.add_argument("--page-size", type=int, default=50)
     listing.add_argument("--all", action="store_true", help="follow every page")
+    watch = sub.add_parser("watch", help="print each state change until READY or FAILED")
+    watch.add_argument("id")
+    watch.add_argument("--timeout", type=float, default=60)
     demo = sub.add_parser("demo", help="create a user from a sample image and save thumbnails")
     demo.add_argument("--image", default=str(SAMPLE))
     demo.add_argument("--out", default="out")
     demo.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
-    commands = {"create": cmd_create, "get": cmd_get, "list": cmd_list, "demo": cmd_demo}
-    channel, stub = _stub(args.addr)
+    commands = {
+        "create": cmd_create,
+        "get": cmd_get,
+        "list": cmd_list,
+        "watch": cmd_watch,
+        "demo": cmd_demo,
+    }
+    channel, stub = _stub(args)
     try:
         return commands[args.command](stub, args)
     except grpc.RpcError as exc:

@@ -10,6 +10,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -54,6 +55,13 @@ class UploadRow:
     content_length: int
     expire_time: datetime
     used_by: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class CleanupRow:
+    id: int
+    prefix: str
+    attempts: int
 
 
 _USER_COLUMNS = (
@@ -311,3 +319,59 @@ async def get_upload(conn: Conn, obj: str) -> UploadRow | None:
             (obj,),
         )
         return await cur.fetchone()
+
+
+async def delete_user(conn: Conn, user_id: uuid.UUID) -> bool:
+    """Deletes the user and its unpublished events; False if there was no such user."""
+    cur = await conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
+    if cur.rowcount == 0:
+        return False
+    await conn.execute("DELETE FROM outbox WHERE user_id = %s AND published_at IS NULL", (user_id,))
+    return True
+
+
+async def schedule_cleanup(conn: Conn, prefixes: list[str], delay_seconds: float) -> None:
+    """Queues the removal of every object under each prefix, `delay_seconds` from now."""
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO storage_cleanup (prefix, due_at)"
+            " VALUES (%s, clock_timestamp() + make_interval(secs => %s))",
+            [(prefix, delay_seconds) for prefix in prefixes],
+        )
+
+
+async def claim_cleanup(conn: Conn, limit: int) -> list[CleanupRow]:
+    """Locks up to `limit` due cleanups, oldest first; rows other replicas hold are skipped."""
+    async with conn.cursor(row_factory=class_row(CleanupRow)) as cur:
+        await cur.execute(
+            "SELECT id, prefix, attempts FROM storage_cleanup WHERE due_at <= clock_timestamp()"
+            " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
+            (limit,),
+        )
+        return await cur.fetchall()
+
+
+async def finish_cleanup(conn: Conn, cleanup_id: int) -> None:
+    await conn.execute("DELETE FROM storage_cleanup WHERE id = %s", (cleanup_id,))
+
+
+async def postpone_cleanup(conn: Conn, cleanup_id: int, delay_seconds: float, error: str) -> None:
+    await conn.execute(
+        "UPDATE storage_cleanup SET attempts = attempts + 1, last_error = %s,"
+        " due_at = clock_timestamp() + make_interval(secs => %s) WHERE id = %s",
+        (error[:500], delay_seconds, cleanup_id),
+    )
+
+
+async def listen(dsn: str, channel: str, application_name: str) -> Conn:
+    """A dedicated autocommit connection LISTENing on `channel` (not from the pool: reading its
+    notifications holds the connection); `application_name` names it in pg_stat_activity."""
+    conn = await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, application_name=application_name
+    )
+    try:
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    except BaseException:
+        await conn.close()
+        raise
+    return conn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from accounts_service.errors import InvalidArgument, Unavailable
 from accounts_service.storage import Storage
 
 UPLOAD_TTL = timedelta(hours=1)
+_UPLOAD_KEY = re.compile(r"uploads/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 UPLOAD_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"})
 Avatar = bytes | str  # inline image bytes, or an upload key from CreateAvatarUpload
 
@@ -34,6 +36,18 @@ class AvatarIntake:
         self._storage = storage
         self._limits = limits
 
+    def violations(self, avatar: Avatar | None) -> tuple[list[tuple[str, str]], str]:
+        """What is wrong with a request's avatar that can be told without I/O (it is missing,
+        or inline bytes fail the header check), with the failure code; ([], "") if nothing."""
+        if avatar is None:
+            return [("avatar_image", "is required (or set avatar_object)")], ""
+        if isinstance(avatar, bytes):
+            try:
+                self.check(avatar, "avatar_image")
+            except InvalidArgument as exc:
+                return exc.violations, exc.code
+        return [], ""
+
     def check(self, data: bytes, field: str) -> AvatarInfo:
         """Header only; InvalidArgument on `field` with the failure code."""
         try:
@@ -51,7 +65,7 @@ class AvatarIntake:
             info = self.check(avatar, "avatar_image")
             await self._storage.put_original(key, avatar, info.content_type)
             return info.content_type
-        await self._check_issued(avatar)
+        upload = await self._check_issued(avatar)
         stat = await self._storage.stat(avatar)
         if stat is None:
             raise InvalidArgument("avatar_object", "the upload never arrived", "SOURCE_MISSING")
@@ -60,6 +74,11 @@ class AvatarIntake:
                 "avatar_object",
                 f"is {stat.size} bytes, over the {self._limits.max_bytes} limit",
                 "TOO_LARGE",
+            )
+        if stat.size != upload.content_length:
+            raise InvalidArgument(
+                "avatar_object",
+                f"is {stat.size} bytes, not the {upload.content_length} declared for the upload",
             )
         # The whole object: WebP and AVIF openers read the full file, not just a header.
         info = self.check(await self._storage.read_head(avatar, stat.size), "avatar_object")
@@ -79,9 +98,11 @@ class AvatarIntake:
             raise InvalidArgument.many(violations)
         key = f"uploads/{uuid.uuid4()}"
         expire_time = datetime.now(UTC) + UPLOAD_TTL
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             await db.insert_upload(conn, key, content_type, content_length, expire_time)
-        url = self._storage.upload_url(key, UPLOAD_TTL)
+            # An upload nobody adopts would stay forever; an adopted one is copied already.
+            await db.schedule_cleanup(conn, [key], 2 * UPLOAD_TTL.total_seconds())
+        url = self._storage.upload_url(key, UPLOAD_TTL, content_type, content_length)
         return Upload(object=key, url=url, expire_time=expire_time)
 
     async def discard(self, key: str) -> None:
@@ -89,10 +110,13 @@ class AvatarIntake:
         with contextlib.suppress(Unavailable):
             await self._storage.delete(key)
 
-    async def _check_issued(self, obj: str) -> None:
-        async with self._pool.connection() as conn:
-            upload = await db.get_upload(conn, obj) if obj.startswith("uploads/") else None
+    async def _check_issued(self, obj: str) -> db.UploadRow:
+        upload = None
+        if _UPLOAD_KEY.fullmatch(obj):
+            async with self._pool.connection() as conn:
+                upload = await db.get_upload(conn, obj)
         if upload is None:
             raise InvalidArgument("avatar_object", "was not issued by CreateAvatarUpload")
         if upload.used_by is not None:
             raise InvalidArgument("avatar_object", "is already used by another user")
+        return upload

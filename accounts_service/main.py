@@ -18,10 +18,11 @@ from accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from accounts_service import db, logs
+from accounts_service import db, logs, tls
 from accounts_service.auth import InternalTokenInterceptor
 from accounts_service.avatar import AvatarLimits
 from accounts_service.bus import Bus
+from accounts_service.cleanup import StorageCleaner
 from accounts_service.errors import Unavailable
 from accounts_service.intake import AvatarIntake
 from accounts_service.outbox import OutboxRelay
@@ -30,6 +31,7 @@ from accounts_service.servicer import AccountsServicer
 from accounts_service.settings import Settings, SettingsError, from_env
 from accounts_service.storage import Storage
 from accounts_service.users import Users
+from accounts_service.watch import ChangeHub, Watcher
 
 log = logging.getLogger("accounts_service")
 SERVICE_NAME = accounts_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name
@@ -43,6 +45,15 @@ def build_server(settings: Settings) -> grpc.aio.Server:
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ],
     )
+
+
+def add_port(server: grpc.aio.Server, settings: Settings) -> int:
+    """TLS (mutual with TLS_CLIENT_CA_FILE) when TLS_CERT_FILE is set, else plaintext."""
+    address = f"[::]:{settings.port}"
+    credentials = tls.server_credentials(settings)
+    if credentials is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, credentials)
 
 
 async def retry_until(
@@ -79,16 +90,24 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     storage = Storage(settings)
     page_key = hashlib.sha256(b"page-token\0" + settings.internal_token.encode()).digest()
     limits = AvatarLimits(settings.max_avatar_bytes, settings.max_pixels)
-    users = Users(pool, AvatarIntake(pool, storage, limits), page_key)
+    cleaner = StorageCleaner(pool, storage, settings.cleanup_every_seconds)
+    users = Users(
+        pool,
+        AvatarIntake(pool, storage, limits),
+        page_key,
+        cleaner,
+        settings.old_generation_grace_seconds,
+    )
+    hub = ChangeHub(settings.database_url)
     server = build_server(settings)
     accounts_pb2_grpc.add_AccountsServiceServicer_to_server(
-        AccountsServicer(users, storage), server
+        AccountsServicer(users, Watcher(pool, hub), storage), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"[::]:{settings.port}")
+    port = add_port(server, settings)
     await server.start()
     log.info("listening", extra={"port": port, "settings": repr(settings)})
 
@@ -108,6 +127,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             loops = [
                 asyncio.create_task(relay.run(stop)),
                 asyncio.create_task(reconciler.run(stop)),
+                asyncio.create_task(hub.run(stop)),
+                asyncio.create_task(cleaner.run(stop)),
             ]
             for name in ("", SERVICE_NAME):
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -117,6 +138,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         log.info("shutting down", extra={"grace_s": settings.shutdown_grace_seconds})
         await health_servicer.enter_graceful_shutdown()
         stop.set()
+        hub.close()  # WatchUser streams would otherwise hold server.stop for the whole grace
         await server.stop(settings.shutdown_grace_seconds)
         await asyncio.gather(*loops)
         await bus.close()
@@ -139,4 +161,8 @@ def main() -> None:
         print(f"accounts_service: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.configure(settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except SettingsError as exc:  # an unreadable TLS file, found when the server is built
+        print(f"accounts_service: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)

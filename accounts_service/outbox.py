@@ -47,13 +47,17 @@ class OutboxRelay:
                 self._wake.clear()
                 try:
                     sent = await self.publish_pending()
-                    failures = 0
                 except (PublishFailed, psycopg.Error) as exc:
                     failures += 1
                     delay = min(self._poll, 0.2 * 2**failures)
-                    log.warning("outbox relay retrying", extra={"error": str(exc), "in_s": delay})
+                    # One warning per outage; the rest at debug, so the log stays readable.
+                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    log.log(level, "outbox relay waiting", extra={"error": str(exc)})
                     await self._sleep(stop, delay)
                     continue
+                if failures:
+                    log.info("outbox relay publishing again", extra={"failed_rounds": failures})
+                    failures = 0
                 if sent < self._batch:
                     await self._sleep(stop, self._poll)
         finally:
@@ -100,10 +104,7 @@ class OutboxRelay:
         """Holds one LISTEN connection, reconnecting after PostgreSQL restarts."""
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                async with await db.listen(self._dsn, CHANNEL, "accounts-outbox") as conn:
                     self._wake.set()  # notifications may have been missed while away
                     async for _ in conn.notifies():
                         self._wake.set()

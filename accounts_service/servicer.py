@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -26,6 +28,7 @@ from accounts_service.errors import (
 from accounts_service.results import SIZES, RenderedThumbnail
 from accounts_service.storage import Storage
 from accounts_service.users import Users
+from accounts_service.watch import Watcher
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "accounts.v1"
@@ -68,7 +71,11 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: AccountsError)
 def translated(
     method: Callable[..., Awaitable[T]],
 ) -> Callable[..., Awaitable[T]]:
-    """Turns our errors, and database outages, into gRPC statuses."""
+    """Turns our errors, and database outages, into gRPC statuses.
+
+    A call the client cancelled, or whose deadline passed, is cancelled here too (grpc cancels
+    the handler's task): it stops at its next await and does nothing more.
+    """
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
@@ -79,6 +86,34 @@ def translated(
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             log.warning("database unavailable", extra={"error": str(exc)})
             await abort(context, Unavailable("database unavailable, retry later"))
+        except asyncio.CancelledError:
+            log.info("call cancelled", extra={"method": method.__name__})
+            raise
+
+    return wrapper
+
+
+def translated_stream(
+    method: Callable[..., AsyncGenerator[T, None]],
+) -> Callable[..., AsyncGenerator[T, None]]:
+    """`translated` for server-streaming methods; the method's generator is always closed."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncGenerator[T, None]:
+        try:
+            async with contextlib.aclosing(method(self, request, context)) as items:
+                async for item in items:
+                    yield item
+        except AccountsError as exc:
+            await abort(context, exc)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            log.warning("database unavailable", extra={"error": str(exc)})
+            await abort(context, Unavailable("database unavailable, retry later"))
+        except asyncio.CancelledError:
+            log.info("call cancelled", extra={"method": method.__name__})
+            raise
 
     return wrapper
 
@@ -89,8 +124,9 @@ def avatar_of(request: Any) -> bytes | str | None:
 
 
 class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
-    def __init__(self, users: Users, storage: Storage) -> None:
+    def __init__(self, users: Users, watcher: Watcher, storage: Storage) -> None:
         self._users = users
+        self._watcher = watcher
         self._storage = storage
 
     @translated
@@ -144,13 +180,18 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
         )
         return self._user(user)
 
+    @translated
     async def DeleteUser(self, request: Any, context: Any) -> empty_pb2.Empty:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "DeleteUser is not available yet")
-        raise AssertionError("unreachable")
+        await self._users.delete(request.id)
+        return empty_pb2.Empty()
 
-    async def WatchUser(self, request: Any, context: Any) -> AsyncIterator[accounts_pb2.User]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchUser is not available yet")
-        yield accounts_pb2.User()  # unreachable: abort raises
+    @translated_stream
+    async def WatchUser(
+        self, request: Any, context: Any
+    ) -> AsyncGenerator[accounts_pb2.User, None]:
+        async with contextlib.aclosing(self._watcher.watch(request.id)) as rows:
+            async for row in rows:
+                yield self._user(row)
 
     def _user(self, row: db.UserRow) -> accounts_pb2.User:
         user = accounts_pb2.User(

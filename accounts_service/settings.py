@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,6 +35,12 @@ class Settings:
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
+    public_base_url: str = ""  # plain thumbnail URLs under it (a CDN); "" = presigned GETs
+    old_generation_grace_seconds: float = 86400.0
+    cleanup_every_seconds: float = 5.0
+    tls_cert_file: str = ""  # server TLS when set, with tls_key_file
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # when set, clients must present a certificate it signed
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -74,6 +81,31 @@ def _required(env: Mapping[str, str], key: str) -> str:
     return value
 
 
+def _file(env: Mapping[str, str], key: str) -> str:
+    path = env.get(key, "").strip()
+    if path and not os.path.isfile(path):
+        raise SettingsError(f"{key} names no readable file: {path!r}")
+    return path
+
+
+def _tls_files(env: Mapping[str, str]) -> tuple[str, str, str]:
+    cert, key, client_ca = (
+        _file(env, k) for k in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE")
+    )
+    if bool(cert) != bool(key):
+        raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
+    if client_ca and not cert:
+        raise SettingsError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")
+    return cert, key, client_ca
+
+
+def _base_url(env: Mapping[str, str]) -> str:
+    value = env.get("PUBLIC_BASE_URL", "").strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise SettingsError(f"PUBLIC_BASE_URL must start with http:// or https://, got {value!r}")
+    return value
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Builds the settings; raises SettingsError naming the first bad key."""
     s3_endpoint = env.get("S3_ENDPOINT", "127.0.0.1:9000")
@@ -82,6 +114,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
     max_message_bytes = _int(env, "MAX_MESSAGE_BYTES", 32 * 1024 * 1024)
     if max_message_bytes <= max_avatar_bytes:
         raise SettingsError("MAX_MESSAGE_BYTES must be larger than MAX_AVATAR_BYTES")
+    tls_cert, tls_key, tls_client_ca = _tls_files(env)
     return Settings(
         database_url=env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/avatars"),
         nats_url=env.get("NATS_URL", "nats://127.0.0.1:4222"),
@@ -105,4 +138,10 @@ def from_env(env: Mapping[str, str]) -> Settings:
         db_pool_size=_int(env, "DB_POOL_SIZE", 10),
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 20.0),
         log_level=env.get("LOG_LEVEL", "INFO").upper(),
+        public_base_url=_base_url(env),
+        old_generation_grace_seconds=_float(env, "OLD_GENERATION_GRACE_SECONDS", 86400.0),
+        cleanup_every_seconds=_float(env, "CLEANUP_EVERY_SECONDS", 5.0),
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        tls_client_ca_file=tls_client_ca,
     )

@@ -1,4 +1,4 @@
-"""S3 (MinIO) for the accounts service: originals, presigned URLs, uploads."""
+"""S3 (MinIO) for the accounts service: originals, client URLs, uploads, removal by prefix."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import asyncio
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
+from urllib.parse import quote
 
 import urllib3
 from minio import Minio
@@ -15,6 +16,7 @@ from minio.commonconfig import CopySource
 from minio.error import MinioException, S3Error
 
 from accounts_service.errors import Unavailable
+from accounts_service.presign import presigned_url
 from accounts_service.settings import Settings
 
 P = ParamSpec("P")
@@ -42,8 +44,10 @@ class Storage:
     """Speaks in our keys; raises Unavailable when storage cannot be reached."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._bucket = settings.s3_bucket
         self._expiry = timedelta(seconds=settings.url_expiry_seconds)
+        self._public_base = settings.public_base_url.rstrip("/")
         self._client = Minio(
             settings.s3_endpoint,
             access_key=settings.s3_access_key,
@@ -115,9 +119,46 @@ class Storage:
     async def delete(self, key: str) -> None:
         await self._call(self._client.remove_object, self._bucket, key)
 
+    async def delete_prefix(self, prefix: str) -> int:
+        """Removes every object whose key starts with `prefix`; returns how many there were."""
+
+        def remove_all() -> int:
+            keys = [
+                str(o.object_name)
+                for o in self._client.list_objects(self._bucket, prefix=prefix, recursive=True)
+            ]
+            for key in keys:
+                self._client.remove_object(self._bucket, key)
+            return len(keys)
+
+        try:
+            return await self._call(remove_all)
+        except S3Error as exc:
+            raise Unavailable(f"object storage error: {exc.code}") from exc
+
     def url(self, key: str) -> str:
-        """Presigned GET for clients; computed locally, no request."""
+        """Where clients fetch `key`: a plain URL under PUBLIC_BASE_URL if set, else a
+        presigned GET valid for URL_EXPIRY_SECONDS; computed locally, no request."""
+        if self._public_base:
+            return f"{self._public_base}/{quote(key)}"
         return str(self._public.presigned_get_object(self._bucket, key, expires=self._expiry))
 
-    def upload_url(self, key: str, expires: timedelta) -> str:
-        return str(self._public.presigned_put_object(self._bucket, key, expires=expires))
+    def upload_url(
+        self, key: str, expires: timedelta, content_type: str, content_length: int
+    ) -> str:
+        """A presigned PUT that storage accepts only with exactly this Content-Type and
+        Content-Length (both are signed headers)."""
+        s = self._settings
+        return presigned_url(
+            method="PUT",
+            endpoint=s.s3_public_endpoint,
+            secure=s.s3_public_secure,
+            bucket=self._bucket,
+            key=key,
+            region=s.s3_region,
+            access_key=s.s3_access_key,
+            secret_key=s.s3_secret_key,
+            now=datetime.now(UTC),
+            expires=expires,
+            headers={"Content-Type": content_type, "Content-Length": str(content_length)},
+        )

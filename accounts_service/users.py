@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -9,6 +10,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db, validation
+from accounts_service.cleanup import StorageCleaner, generation_prefixes, user_prefixes
 from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound
 from accounts_service.events import request_thumbnails
 from accounts_service.intake import Avatar, AvatarIntake, Upload
@@ -20,6 +22,9 @@ from accounts_service.results import (
 )
 
 log = logging.getLogger(__name__)
+# A job already running when its user is deleted may still write thumbnails (it takes them
+# back once accounts answers NOT_FOUND); a second sweep catches what a crash left behind.
+LATE_SWEEP_SECONDS = 600.0
 
 
 class Users:
@@ -28,10 +33,14 @@ class Users:
         pool: AsyncConnectionPool[db.Conn],
         intake: AvatarIntake,
         page_key: bytes,
+        cleaner: StorageCleaner,
+        old_generation_grace_seconds: float,
     ) -> None:
         self._pool = pool
         self._intake = intake
         self._page_key = page_key
+        self._cleaner = cleaner
+        self._grace = old_generation_grace_seconds
 
     async def create(
         self, email: str, display_name: str, avatar: Avatar | None, request_id: str
@@ -42,38 +51,28 @@ class Users:
         publishes nothing; with a different body it is INVALID_ARGUMENT on request_id.
         """
         violations = validation.new_user_violations(email, display_name, request_id)
-        code = ""
-        if avatar is None:
-            violations.append(("avatar_image", "is required (or set avatar_object)"))
-        elif isinstance(avatar, bytes):
-            try:
-                self._intake.check(avatar, "avatar_image")
-            except InvalidArgument as exc:
-                violations += exc.violations
-                code = exc.code
+        avatar_violations, code = self._intake.violations(avatar)
+        violations += avatar_violations
         if violations or avatar is None:
             raise InvalidArgument.many(violations, code)
         fingerprint = validation.request_fingerprint(email, display_name, avatar)
         if request_id and (earlier := await self._replay(request_id, fingerprint)):
             return earlier
         async with self._pool.connection() as conn:
-            if await db.email_taken(conn, email):
-                raise AlreadyExists(f"email {email!r} is already taken")
+            taken = await db.email_taken(conn, email)
+        if taken:
+            if request_id and (earlier := await self._replay(request_id, fingerprint)):
+                return earlier  # a concurrent retry of this request won meanwhile
+            raise AlreadyExists(f"email {email!r} is already taken")
         user_id = uuid.uuid4()
         key = original_key(user_id, 1)
-        content_type = await self._intake.store(avatar, key)
+        content_type = await self._store(avatar, key)
         try:
             user = await self._insert(
-                user_id,
-                email,
-                display_name,
-                key,
-                content_type,
-                avatar,
-                request_id or None,
-                fingerprint,
+                user_id, email, display_name, key, content_type, avatar, request_id, fingerprint
             )
-        except psycopg.errors.UniqueViolation:
+        except (psycopg.errors.UniqueViolation, AlreadyExists):
+            # A concurrent retry of the same request_id may have won (its email is ours too).
             await self._intake.discard(key)
             if request_id and (earlier := await self._replay(request_id, fingerprint)):
                 return earlier
@@ -93,7 +92,7 @@ class Users:
         key: str,
         content_type: str,
         avatar: Avatar,
-        request_id: str | None,
+        request_id: str,
         fingerprint: str,
     ) -> db.UserRow:
         async with self._pool.connection() as conn, conn.transaction():
@@ -106,12 +105,23 @@ class Users:
                 display_name=display_name,
                 avatar_object=key,
                 avatar_content_type=content_type,
-                request_id=request_id,
+                request_id=request_id or None,
                 request_hash=fingerprint if request_id else None,
             )
             event_id = await request_thumbnails(conn, user)
         log.info("user created", extra={"user_id": str(user_id), "event_id": str(event_id)})
         return user
+
+    async def _store(self, avatar: Avatar, key: str) -> str:
+        """Stores the original at `key`; if the call is cancelled meanwhile, the write (in a
+        thread, it cannot be interrupted) is awaited and removed again."""
+        task = asyncio.ensure_future(self._intake.store(avatar, key))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            await self._intake.discard(key)
+            raise
 
     async def _replay(self, request_id: str, fingerprint: str) -> db.UserRow | None:
         async with self._pool.connection() as conn:
@@ -139,21 +149,37 @@ class Users:
         return rows[:size], validation.encode_page_token(self._page_key, last.create_time, last.id)
 
     async def update_avatar(self, user_id: str, avatar: Avatar | None) -> db.UserRow:
-        """A new generation, PENDING, and a new event; results for older generations lose."""
-        uid = validation.parse_id(user_id)
-        if avatar is None:
-            raise InvalidArgument("avatar_image", "is required (or set avatar_object)")
+        """A new generation, PENDING, and a new event; results for older generations lose.
+
+        The previous generation's objects are removed after the grace period (caches may
+        still serve them until then).
+        """
+        violations, code = self._intake.violations(avatar)  # before taking the row lock
+        try:
+            uid = validation.parse_id(user_id)
+        except InvalidArgument as exc:
+            violations = exc.violations + violations
+        if violations or avatar is None:
+            raise InvalidArgument.many(violations, code)
         async with self._pool.connection() as conn, conn.transaction():
             current = await db.get_user(conn, uid, for_update=True)
             if current is None:
                 raise NotFound(f"user {uid} not found")
-            key = original_key(uid, current.avatar_generation + 1)
-            content_type = await self._intake.store(avatar, key)
-            if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, uid):
-                raise InvalidArgument("avatar_object", "is already used by another user")
-            user = await db.set_avatar(conn, uid, current.avatar_generation + 1, key, content_type)
-            assert user is not None
-            event_id = await request_thumbnails(conn, user)
+            old = current.avatar_generation
+            key = original_key(uid, old + 1)
+            content_type = await self._store(avatar, key)
+            try:
+                if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, uid):
+                    raise InvalidArgument("avatar_object", "is already used by another user")
+                user = await db.set_avatar(conn, uid, old + 1, key, content_type)
+                assert user is not None
+                await db.schedule_cleanup(conn, generation_prefixes(uid, old), self._grace)
+                event_id = await request_thumbnails(conn, user)
+            except BaseException:
+                await self._intake.discard(key)
+                raise
+        if isinstance(avatar, str):
+            await self._intake.discard(avatar)
         log.info(
             "avatar updated",
             extra={
@@ -211,6 +237,21 @@ class Users:
             extra={"user_id": str(uid), "generation": generation, "status": user.thumbnail_status},
         )
         return user
+
+    async def delete(self, user_id: str) -> None:
+        """The row goes at once; its objects (every generation) within one cleanup interval.
+
+        NOT_FOUND if there is no such user (a second delete). Events still in the outbox go
+        too; one already queued finds the user gone and changes nothing.
+        """
+        uid = validation.parse_id(user_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await db.delete_user(conn, uid):
+                raise NotFound(f"user {uid} not found")
+            await db.schedule_cleanup(conn, user_prefixes(uid), 0.0)
+            await db.schedule_cleanup(conn, user_prefixes(uid), LATE_SWEEP_SECONDS)
+        self._cleaner.wake()
+        log.info("user deleted", extra={"user_id": str(uid)})
 
     async def create_upload(self, content_type: str, content_length: int) -> Upload:
         return await self._intake.issue_upload(content_type, content_length)

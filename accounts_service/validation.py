@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import unicodedata
 import uuid
 from datetime import datetime
 
@@ -19,11 +20,18 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
 
+def has_control(value: str) -> bool:
+    """Control characters (NUL, newlines, ...): never meant, and PostgreSQL refuses NUL."""
+    return any(unicodedata.category(c) == "Cc" for c in value)
+
+
 def email_problem(email: str) -> str | None:
     if not email:
         return "is required"
     if len(email) > MAX_EMAIL:
         return f"must be at most {MAX_EMAIL} characters"
+    if has_control(email):
+        return "must not contain control characters"
     if email.count("@") != 1:
         return "must contain exactly one '@'"
     local, domain = email.split("@")
@@ -42,6 +50,8 @@ def display_name_problem(name: str) -> str | None:
         return "is required"
     if len(name) > MAX_DISPLAY_NAME:
         return f"must be at most {MAX_DISPLAY_NAME} characters"
+    if has_control(name):
+        return "must not contain control characters"
     return None
 
 
@@ -54,6 +64,8 @@ def new_user_violations(email: str, display_name: str, request_id: str) -> list[
         violations.append(("display_name", problem))
     if len(request_id) > MAX_REQUEST_ID:
         violations.append(("request_id", f"must be at most {MAX_REQUEST_ID} characters"))
+    elif has_control(request_id):
+        violations.append(("request_id", "must not contain control characters"))
     return violations
 
 

@@ -8,6 +8,7 @@ from types import TracebackType
 import grpc
 from accounts.v1 import accounts_pb2, accounts_pb2_grpc
 
+from imaging_service import tls
 from imaging_service.errors import AccountsRejected, AccountsUnavailable, UserGone
 
 # Our request is wrong and will be wrong again: retrying cannot help.
@@ -40,15 +41,22 @@ class AccountsClient:
     operator can fix while the queue holds the job).
     """
 
-    def __init__(self, addr: str, token: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        addr: str,
+        token: str,
+        timeout: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,  # None: plaintext
+    ) -> None:
         self._addr = addr
+        self._credentials = credentials
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
         self._stub: accounts_pb2_grpc.AccountsServiceAsyncStub | None = None
 
     async def __aenter__(self) -> AccountsClient:
-        self._channel = grpc.aio.insecure_channel(self._addr)  # connects lazily
+        self._channel = tls.channel(self._addr, self._credentials)  # connects lazily
         self._stub = accounts_pb2_grpc.AccountsServiceStub(self._channel)
         return self
 

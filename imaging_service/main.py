@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
-from imaging_service import bus, logs
+from imaging_service import bus, logs, tls
 from imaging_service.accounts_client import AccountsClient
 from imaging_service.consumer import Consumer, RetryPolicy
 from imaging_service.errors import StorageUnavailable
@@ -47,7 +47,10 @@ def queue_config(settings: Settings) -> bus.QueueConfig:
 
 
 async def start_server(
-    port: int, servicer: ImagingServicer, health_servicer: health.aio.HealthServicer
+    port: int,
+    servicer: ImagingServicer,
+    health_servicer: health.aio.HealthServicer,
+    credentials: grpc.ServerCredentials | None = None,  # None: plaintext
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
         options=[
@@ -60,7 +63,11 @@ async def start_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    bound = server.add_insecure_port(f"[::]:{port}")
+    address = f"[::]:{port}"
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     await server.start()
     return server, bound
 
@@ -117,10 +124,19 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     grace = settings.shutdown_grace_seconds
     limits = Limits(max_bytes=settings.max_avatar_bytes, max_pixels=settings.max_pixels)
     async with AsyncExitStack() as stack:
-        pool = RenderPool(settings.render_processes, limits)
+        pool = RenderPool(
+            settings.render_processes,
+            limits,
+            max_tasks_per_child=settings.render_max_tasks_per_child,
+            max_megapixels_in_flight=settings.render_max_megapixels_in_flight,
+        )
         stack.push_async_callback(pool.close)
         accounts = await stack.enter_async_context(
-            AccountsClient(settings.accounts_addr, settings.internal_token)
+            AccountsClient(
+                settings.accounts_addr,
+                settings.internal_token,
+                credentials=tls.accounts_credentials(settings),
+            )
         )
         storage = Storage.connect(
             settings.s3_endpoint,
@@ -144,7 +160,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         health_servicer = health.aio.HealthServicer()
         await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
         servicer = ImagingServicer(pool, consumer.stats, consumer.replay, settings.render_processes)
-        server, port = await start_server(settings.port, servicer, health_servicer)
+        server, port = await start_server(
+            settings.port, servicer, health_servicer, tls.server_credentials(settings)
+        )
         stack.push_async_callback(server.stop, grace)
         log.info("listening", extra={"port": port, "settings": repr(settings)})
 

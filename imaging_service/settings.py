@@ -28,6 +28,8 @@ class Settings:
     internal_token: str = field(repr=False)
     port: int
     render_processes: int
+    render_max_tasks_per_child: int  # renders before a render process is replaced
+    render_max_megapixels_in_flight: int  # decoded megapixels rendering at once (from headers)
     max_avatar_bytes: int
     max_pixels: int
     ack_wait_seconds: float
@@ -36,6 +38,11 @@ class Settings:
     retry_max_seconds: float
     shutdown_grace_seconds: float
     log_level: str
+    tls_cert_file: str = ""  # server TLS when set, with tls_key_file
+    tls_key_file: str = ""
+    accounts_tls_ca_file: str = ""  # TLS to accounts when this or a client certificate is set
+    accounts_tls_cert_file: str = ""  # client certificate for mutual TLS, with its key
+    accounts_tls_key_file: str = ""
     stream: str = "ACCOUNTS"
     stream_subjects: tuple[str, ...] = ("accounts.>",)
     subject: str = "accounts.thumbnail.requested"
@@ -108,12 +115,28 @@ def _log_level(env: Mapping[str, str]) -> str:
     return level
 
 
+def _file(env: Mapping[str, str], key: str) -> str:
+    path = env.get(key, "").strip()
+    if path and not os.path.isfile(path):
+        raise SettingsError(f"{key} names no readable file: {path!r}")
+    return path
+
+
+def _paired(env: Mapping[str, str], cert_key: str, key_key: str) -> tuple[str, str]:
+    cert, key = _file(env, cert_key), _file(env, key_key)
+    if bool(cert) != bool(key):
+        raise SettingsError(f"{cert_key} and {key_key} must be set together")
+    return cert, key
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Builds the settings; raises SettingsError naming the first bad key."""
     retry_base = _float(env, "RETRY_BASE_SECONDS", 1.0)
     retry_max = _float(env, "RETRY_MAX_SECONDS", 60.0)
     if retry_max < retry_base:
         raise SettingsError("RETRY_MAX_SECONDS must not be below RETRY_BASE_SECONDS")
+    tls_cert, tls_key = _paired(env, "TLS_CERT_FILE", "TLS_KEY_FILE")
+    client_cert, client_key = _paired(env, "ACCOUNTS_TLS_CERT_FILE", "ACCOUNTS_TLS_KEY_FILE")
     return Settings(
         nats_url=env.get("NATS_URL", "").strip() or "nats://127.0.0.1:4222",
         s3_endpoint=_host_port(env, "S3_ENDPOINT", "127.0.0.1:9000"),
@@ -126,6 +149,10 @@ def from_env(env: Mapping[str, str]) -> Settings:
         internal_token=_required(env, "INTERNAL_TOKEN"),
         port=_port(env),
         render_processes=_int(env, "RENDER_PROCESSES", os.cpu_count() or 1, minimum=1),
+        render_max_tasks_per_child=_int(env, "RENDER_MAX_TASKS_PER_CHILD", 500, minimum=1),
+        render_max_megapixels_in_flight=_int(
+            env, "RENDER_MAX_MEGAPIXELS_IN_FLIGHT", 100, minimum=1
+        ),
         max_avatar_bytes=_int(env, "MAX_AVATAR_BYTES", 20 * 1024 * 1024, minimum=1),
         max_pixels=_int(env, "MAX_PIXELS", 50_000_000, minimum=1),
         ack_wait_seconds=_float(env, "ACK_WAIT_SECONDS", 30.0),
@@ -134,6 +161,11 @@ def from_env(env: Mapping[str, str]) -> Settings:
         retry_max_seconds=retry_max,
         shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 20.0),
         log_level=_log_level(env),
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        accounts_tls_ca_file=_file(env, "ACCOUNTS_TLS_CA_FILE"),
+        accounts_tls_cert_file=client_cert,
+        accounts_tls_key_file=client_key,
     )
 
 

@@ -92,6 +92,9 @@ def service_env(
         "OUTBOX_POLL_SECONDS": "1",
         "RECONCILE_AFTER_SECONDS": "8",
         "RECONCILE_EVERY_SECONDS": "1",
+        # Old avatar generations' objects go 2 s after the change; cleanup sweeps every second.
+        "OLD_GENERATION_GRACE_SECONDS": "2",
+        "CLEANUP_EVERY_SECONDS": "1",
         # Short enough that a killed worker's message comes back quickly in fault tests.
         "ACK_WAIT_SECONDS": "4",
         "RETRY_BASE_SECONDS": "0.5",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import uuid
 from typing import Any
 
+import grpc
+import nats
+import psycopg
 from accounts.v1 import accounts_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from minio import Minio
 from PIL import Image
 
 from devstack.net import wait_until
@@ -59,3 +67,64 @@ def png_image(data: bytes, size: int) -> Image.Image:
     for corner in [(0, 0), (size - 1, 0), (0, size - 1), (size - 1, size - 1)]:
         assert alpha.getpixel(corner) == 0, f"corner {corner} not transparent"
     return image
+
+
+def bad_fields(err: grpc.RpcError) -> list[str]:
+    """The fields named by the google.rpc.BadRequest of an error."""
+    status = rpc_status.from_call(err)
+    assert status is not None, "no rich error details"
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details), "no BadRequest detail"
+    return [v.field for v in bad.field_violations]
+
+
+def error_reason(err: grpc.RpcError) -> str:
+    """The google.rpc.ErrorInfo reason (a failure code) of an error, or ""."""
+    status = rpc_status.from_call(err)
+    info = error_details_pb2.ErrorInfo()
+    return next((info.reason for d in (status.details if status else []) if d.Unpack(info)), "")
+
+
+def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def object_keys(client: Minio, bucket: str, prefix: str) -> list[str]:
+    return [str(o.object_name) for o in client.list_objects(bucket, prefix=prefix, recursive=True)]
+
+
+def user_keys(client: Minio, bucket: str, user_id: str) -> list[str]:
+    """Every object of a user: originals and thumbnails of all generations."""
+    return object_keys(client, bucket, f"avatars/{user_id}/") + object_keys(
+        client, bucket, f"thumbnails/{user_id}/"
+    )
+
+
+def log_records(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a service log (other lines skipped)."""
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records
+
+
+def matching(records: list[dict[str, Any]], **fields: Any) -> list[dict[str, Any]]:
+    return [r for r in records if all(r.get(k) == v for k, v in fields.items())]
+
+
+def consumer_info(nats_url: str, stream: str = "ACCOUNTS", durable: str = "imaging") -> Any:
+    """The imaging consumer's state (nats.js.api.ConsumerInfo)."""
+
+    async def fetch() -> Any:
+        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            return await nc.jetstream().consumer_info(stream, durable)
+        finally:
+            await nc.close()
+
+    return asyncio.run(fetch())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
 import grpc
@@ -85,3 +86,61 @@ def test_an_issued_upload_that_never_arrived_is_source_missing(
         create_from(accounts_stub, issued.object)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "SOURCE_MISSING" in str(rpc_status.from_call(err.value))
+
+
+def put(url: str, data: bytes, content_type: str) -> int:
+    request = urllib.request.Request(
+        url, data=data, method="PUT", headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_storage_refuses_an_upload_of_another_length_or_type(
+    pipeline: tuple[Service, Service], accounts_stub
+) -> None:
+    """Content-Type and Content-Length are signed into the URL: the limit holds at storage."""
+    data = image_bytes("geom_64x64.png")
+    issued = accounts_stub.CreateAvatarUpload(
+        accounts_pb2.CreateAvatarUploadRequest(content_type="image/png", content_length=len(data)),
+        timeout=10,
+    )
+    assert put(issued.upload_url, data + b"\0" * 1024, "image/png") == 403
+    assert put(issued.upload_url, data[:-1], "image/png") == 403
+    assert put(issued.upload_url, data, "image/jpeg") == 403
+    with pytest.raises(grpc.RpcError) as err:
+        create_from(accounts_stub, issued.object)
+    assert "SOURCE_MISSING" in str(rpc_status.from_call(err.value))
+    assert put(issued.upload_url, data, "image/png") == 200
+    user = create_from(accounts_stub, issued.object)
+    assert wait_settled(accounts_stub, user.id).thumbnail_status == READY
+
+
+def test_create_avatar_upload_names_every_bad_field(accounts_stub) -> None:
+    for request, fields in [
+        (accounts_pb2.CreateAvatarUploadRequest(content_type="text/plain"),
+         ["content_type", "content_length"]),
+        (accounts_pb2.CreateAvatarUploadRequest(content_type="image/png",
+                                                content_length=20 * 1024 * 1024 + 1),
+         ["content_length"]),
+    ]:  # fmt: skip
+        with pytest.raises(grpc.RpcError) as err:
+            accounts_stub.CreateAvatarUpload(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violation_fields(err.value) == fields
+
+
+def test_update_avatar_from_an_upload(pipeline: tuple[Service, Service], accounts_stub) -> None:
+    user = create_from(accounts_stub, upload(accounts_stub, image_bytes("geom_64x64.png"),
+                                             "image/png"))  # fmt: skip
+    obj = upload(accounts_stub, image_bytes("photo_coffee_progressive_q80.jpg"))
+    updated = accounts_stub.UpdateAvatar(
+        accounts_pb2.UpdateAvatarRequest(id=user.id, avatar_object=obj), timeout=30
+    )
+    assert (updated.avatar.generation, updated.avatar.content_type) == (2, "image/jpeg")
+    assert updated.avatar.object == f"avatars/{user.id}/2/original"
+    ready = wait_settled(accounts_stub, user.id)
+    assert (ready.thumbnail_status, ready.avatar.generation) == (READY, 2)

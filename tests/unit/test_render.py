@@ -293,6 +293,26 @@ def test_circle_is_inscribed_and_anti_aliased_about_one_pixel_wide() -> None:
         assert rim > 2 * math.pi * size / 2 * 0.8, "the edge is not anti-aliased"
 
 
+@pytest.mark.parametrize("size", [(600, 300), (300, 602)])
+def test_the_picture_is_cropped_around_its_centre(size: tuple[int, int]) -> None:
+    source = Image.new("RGB", size, MARKERS["green"])
+    side = min(size)
+    left, top = (size[0] - side) // 2, (size[1] - side) // 2
+    source.paste(MARKERS["red"], (left, top, left + side, top + side))
+    for thumb in render(encode(source)):
+        img = decode(thumb)
+        inner = [(r, g, b) for r, g, b, a in rgba_pixels(img) if a == 255]
+        assert inner and all(nearest_marker(p)[0] == "red" for p in inner)
+
+
+def test_transparent_pixels_carry_no_colour(corpus: Corpus) -> None:
+    for data in (corpus("photo_chelsea.png"), corpus("mode_RGBA_cutout.png")):
+        for thumb in render(data):
+            pixels = rgba_pixels(decode(thumb))
+            assert any(p[3] == 0 for p in pixels)
+            assert all(p == (0, 0, 0, 0) for p in pixels if p[3] == 0)
+
+
 def test_mean_colour_matches_plain_pillow() -> None:
     source = Image.merge(
         "RGB",

@@ -69,3 +69,9 @@ def test_request_fingerprint_tells_bodies_apart() -> None:
     a = validation.request_fingerprint("a@b.co", "A", b"img")
     assert a == validation.request_fingerprint("A@B.CO", "A", b"img")
     assert a != validation.request_fingerprint("a@b.co", "A", b"img2")
+
+
+@pytest.mark.parametrize("bad", ["\x00", "a\nb", "\x7f", "tab\there"])
+def test_control_characters_are_refused(bad: str) -> None:
+    fields = [f for f, _ in validation.new_user_violations(f"a{bad}@example.com", bad, bad)]
+    assert fields == ["email", "display_name", "request_id"]

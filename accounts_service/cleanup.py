@@ -1,0 +1,88 @@
+"""Removes queued storage prefixes once due: deleted users, old avatar generations, stale uploads.
+
+The queue is the `storage_cleanup` table, filled in the same transaction as the change that
+makes the objects obsolete; a row goes only after its objects are gone, so an S3 outage delays
+the removal and loses nothing. Several replicas may sweep at once (FOR UPDATE SKIP LOCKED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import psycopg
+import psycopg_pool
+from psycopg_pool import AsyncConnectionPool
+
+from accounts_service import db
+from accounts_service.errors import Unavailable
+from accounts_service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+def user_prefixes(user_id: uuid.UUID) -> list[str]:
+    """Every object of a user: each generation's original and thumbnails."""
+    return [f"avatars/{user_id}/", f"thumbnails/{user_id}/"]
+
+
+def generation_prefixes(user_id: uuid.UUID, generation: int) -> list[str]:
+    return [f"avatars/{user_id}/{generation}/", f"thumbnails/{user_id}/{generation}/"]
+
+
+class StorageCleaner:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[db.Conn],
+        storage: Storage,
+        every_seconds: float,
+        batch: int = 20,
+    ) -> None:
+        self._pool = pool
+        self._storage = storage
+        self._every = every_seconds
+        self._batch = batch
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Sweep now rather than at the next interval (something became due)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweeps every `every_seconds`, or when woken, until `stop` is set."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                while await self.sweep() == self._batch:
+                    pass
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                log.warning("storage cleanup failed, will retry", extra={"error": str(exc)})
+            waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
+            try:
+                await asyncio.wait(
+                    waiters, timeout=self._every, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in waiters:
+                    task.cancel()
+
+    async def sweep(self) -> int:
+        """One batch of due prefixes; returns how many were claimed."""
+        async with self._pool.connection() as conn, conn.transaction():
+            due = await db.claim_cleanup(conn, self._batch)
+            for row in due:
+                try:
+                    removed = await self._storage.delete_prefix(row.prefix)
+                except Unavailable as exc:
+                    delay = min(300.0, self._every * 2 ** min(row.attempts, 6))
+                    await db.postpone_cleanup(conn, row.id, delay, str(exc))
+                    log.warning(
+                        "storage cleanup postponed",
+                        extra={"prefix": row.prefix, "error": str(exc), "in_s": delay},
+                    )
+                    continue
+                await db.finish_cleanup(conn, row.id)
+                if removed:
+                    log.info("objects removed", extra={"prefix": row.prefix, "count": removed})
+        return len(due)
