@@ -41,6 +41,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MALLOC_ARENA_MAX=2
 USER 10001:10001
-# accounts gRPC, imaging gRPC
-EXPOSE 50051 50052
+# accounts gRPC, imaging gRPC, accounts and imaging Prometheus /metrics
+EXPOSE 50051 50052 9101 9102
 CMD ["python", "-m", "accounts_service"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import nats
 import nats.errors
@@ -50,13 +51,19 @@ class Bus:
         self._nc, self._js = nc, nc.jetstream()
         log.info("nats connected", extra={"nats_url": self._url})
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
-        """Publishes with Nats-Msg-Id = msg_id, so a repeat within the window is dropped."""
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publishes with Nats-Msg-Id = msg_id, so a repeat within the window is dropped;
+        `headers` (e.g. traceparent) go along."""
         await self.connect()
         assert self._js is not None
         try:
             ack = await self._js.publish(
-                subject, payload, timeout=self._timeout, headers={"Nats-Msg-Id": msg_id}
+                subject,
+                payload,
+                timeout=self._timeout,
+                headers={**(headers or {}), "Nats-Msg-Id": msg_id},
             )
         except nats.errors.NoRespondersError as exc:
             raise PublishFailed(f"no stream accepts {subject!r} yet") from exc

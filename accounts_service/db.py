@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -39,6 +39,9 @@ class UserRow:
     request_hash: str | None
     create_time: datetime
     update_time: datetime
+    # When thumbnails were last requested. Not part of the user's state: WatchUser compares
+    # rows, and a re-request alone must not repeat an unchanged state.
+    requested_at: datetime = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class OutboxRow:
     event_id: uuid.UUID
     subject: str
     payload: bytes
+    traceparent: str | None
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class CleanupRow:
 _USER_COLUMNS = (
     "id, email, display_name, avatar_object, avatar_content_type, avatar_generation, "
     "thumbnail_status, thumbnails, failure_code, failure_reason, request_id, request_hash, "
-    "create_time, update_time"
+    "create_time, update_time, requested_at"
 )
 
 
@@ -142,12 +146,18 @@ async def insert_user(
 
 
 async def insert_event(
-    conn: Conn, event_id: uuid.UUID, subject: str, payload: bytes, user_id: uuid.UUID
+    conn: Conn,
+    event_id: uuid.UUID,
+    subject: str,
+    payload: bytes,
+    user_id: uuid.UUID,
+    traceparent: str | None = None,
 ) -> None:
     """Queues an event for the relay and notes when the user's thumbnails were requested."""
     await conn.execute(
-        "INSERT INTO outbox (event_id, subject, payload, user_id) VALUES (%s, %s, %s, %s)",
-        (event_id, subject, payload, user_id),
+        "INSERT INTO outbox (event_id, subject, payload, user_id, traceparent)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (event_id, subject, payload, user_id, traceparent),
     )
     await conn.execute(
         "UPDATE users SET requested_at = clock_timestamp() WHERE id = %s", (user_id,)
@@ -260,20 +270,25 @@ async def claim_events(conn: Conn, limit: int) -> list[OutboxRow]:
     """Locks up to `limit` unpublished events, oldest first; rows other relays hold are skipped."""
     async with conn.cursor(row_factory=class_row(OutboxRow)) as cur:
         await cur.execute(
-            "SELECT event_id, subject, payload FROM outbox WHERE published_at IS NULL"
+            "SELECT event_id, subject, payload, traceparent FROM outbox"
+            " WHERE published_at IS NULL"
             " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
             (limit,),
         )
         return await cur.fetchall()
 
 
-async def mark_published(conn: Conn, event_ids: list[uuid.UUID]) -> None:
-    if event_ids:
-        await conn.execute(
-            "UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1"
-            " WHERE event_id = ANY(%s)",
-            (event_ids,),
-        )
+async def mark_published(conn: Conn, event_ids: list[uuid.UUID]) -> list[float]:
+    """Marks the events published; returns each one's seconds from insert to now."""
+    if not event_ids:
+        return []
+    cur = await conn.execute(
+        "UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1"
+        " WHERE event_id = ANY(%s)"
+        " RETURNING extract(epoch FROM published_at - created_at)::float8",
+        (event_ids,),
+    )
+    return [float(row[0]) for row in await cur.fetchall()]
 
 
 async def record_publish_error(conn: Conn, event_ids: list[uuid.UUID], error: str) -> None:

@@ -8,12 +8,15 @@ from datetime import UTC, datetime
 from accounts.v1 import events_pb2
 
 from accounts_service import db
+from accounts_service.tracing import current_traceparent
 
 SUBJECT = "accounts.thumbnail.requested"
 
 
 async def request_thumbnails(conn: db.Conn, user: db.UserRow) -> uuid.UUID:
-    """Adds a ThumbnailRequested for the user's current generation; returns its event id."""
+    """Adds a ThumbnailRequested for the user's current generation; returns its event id.
+
+    The current span's traceparent goes with it, so the trace continues in the worker."""
     event_id = uuid.uuid4()
     event = events_pb2.ThumbnailRequested(
         event_id=str(event_id),
@@ -22,5 +25,7 @@ async def request_thumbnails(conn: db.Conn, user: db.UserRow) -> uuid.UUID:
         avatar_generation=user.avatar_generation,
     )
     event.requested_time.FromDatetime(datetime.now(UTC))
-    await db.insert_event(conn, event_id, SUBJECT, event.SerializeToString(), user.id)
+    await db.insert_event(
+        conn, event_id, SUBJECT, event.SerializeToString(), user.id, current_traceparent()
+    )
     return event_id

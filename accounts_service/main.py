@@ -18,7 +18,7 @@ from accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from accounts_service import db, logs, tls
+from accounts_service import db, logs, metrics, tls, tracing
 from accounts_service.auth import InternalTokenInterceptor
 from accounts_service.avatar import AvatarLimits
 from accounts_service.bus import Bus
@@ -27,6 +27,7 @@ from accounts_service.errors import Unavailable
 from accounts_service.intake import AvatarIntake
 from accounts_service.outbox import OutboxRelay
 from accounts_service.reconciler import Reconciler
+from accounts_service.rpc_telemetry import RpcTelemetry
 from accounts_service.servicer import AccountsServicer
 from accounts_service.settings import Settings, SettingsError, from_env
 from accounts_service.storage import Storage
@@ -37,9 +38,9 @@ log = logging.getLogger("accounts_service")
 SERVICE_NAME = accounts_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name
 
 
-def build_server(settings: Settings) -> grpc.aio.Server:
+def build_server(settings: Settings, telemetry: RpcTelemetry) -> grpc.aio.Server:
     return grpc.aio.server(
-        interceptors=[InternalTokenInterceptor(settings.internal_token)],
+        interceptors=[telemetry, InternalTokenInterceptor(settings.internal_token)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -73,8 +74,14 @@ async def retry_until(
     return False
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    servicer_factory: Callable[[Users, Watcher, Storage], AccountsServicer] = AccountsServicer,
+) -> None:
     """Runs until `stop` is set, then shuts down within the grace period."""
+    observed = metrics.Metrics().with_process_collectors()
+    traces = tracing.setup(settings.otlp_endpoint, "accounts_service")
     health_servicer = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -97,16 +104,18 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         page_key,
         cleaner,
         settings.old_generation_grace_seconds,
+        observed,
     )
     hub = ChangeHub(settings.database_url)
-    server = build_server(settings)
+    server = build_server(settings, RpcTelemetry(observed.rpc, traces.tracer))
     accounts_pb2_grpc.add_AccountsServiceServicer_to_server(
-        AccountsServicer(users, Watcher(pool, hub), storage), server
+        servicer_factory(users, Watcher(pool, hub), storage), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    endpoint = serve_metrics(settings.metrics_port, observed)  # a taken port stops us here
     port = add_port(server, settings)
     await server.start()
     log.info("listening", extra={"port": port, "settings": repr(settings)})
@@ -120,7 +129,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             and await retry_until(stop, "migrations", lambda: db.migrate(pool))
             and await retry_until(stop, "s3", storage.check)
         ):
-            relay = OutboxRelay(pool, bus, settings.database_url, settings.relay_poll_seconds)
+            relay = OutboxRelay(
+                pool,
+                bus,
+                settings.database_url,
+                settings.relay_poll_seconds,
+                metrics=observed,
+                tracer=traces.tracer,
+            )
             reconciler = Reconciler(
                 pool, settings.reconcile_after_seconds, settings.reconcile_every_seconds
             )
@@ -143,7 +159,22 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.gather(*loops)
         await bus.close()
         await pool.close()
+        if endpoint is not None:
+            endpoint.stop()
+        await traces.shutdown()
         log.info("stopped")
+
+
+def serve_metrics(port: int, observed: metrics.Metrics) -> metrics.Endpoint | None:
+    """GET /metrics on `port`, None when it is 0; SettingsError when the port is taken."""
+    if port == 0:
+        return None
+    try:
+        endpoint = metrics.serve(port, observed.registry)
+    except OSError as exc:
+        raise SettingsError(f"ACCOUNTS_METRICS_PORT: cannot listen on {port}: {exc}") from exc
+    log.info("metrics listening", extra={"metrics_port": endpoint.port})
+    return endpoint
 
 
 async def run(settings: Settings) -> None:

@@ -12,10 +12,14 @@ import contextlib
 import logging
 
 import psycopg
+import psycopg_pool
+from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db
 from accounts_service.bus import Bus, PublishFailed
+from accounts_service.metrics import Metrics
+from accounts_service.tracing import producer_span
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +34,12 @@ class OutboxRelay:
         database_url: str,
         poll_seconds: float,
         batch: int = 100,
+        metrics: Metrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._pool = pool
+        self._metrics = metrics or Metrics()
+        self._tracer = tracer or trace.NoOpTracer()
         self._bus = bus
         self._dsn = database_url
         self._poll = poll_seconds
@@ -48,6 +56,8 @@ class OutboxRelay:
                 try:
                     sent = await self.publish_pending()
                 except (PublishFailed, psycopg.Error) as exc:
+                    if isinstance(exc, PublishFailed):  # PostgreSQL answers: count what waits
+                        await self._count_backlog()
                     failures += 1
                     delay = min(self._poll, 0.2 * 2**failures)
                     # One warning per outage; the rest at debug, so the log stays readable.
@@ -59,6 +69,7 @@ class OutboxRelay:
                     log.info("outbox relay publishing again", extra={"failed_rounds": failures})
                     failures = 0
                 if sent < self._batch:
+                    await self._count_backlog()
                     await self._sleep(stop, self._poll)
         finally:
             listener.cancel()
@@ -72,17 +83,37 @@ class OutboxRelay:
             sent: list[db.OutboxRow] = []
             try:
                 for row in rows:
-                    await self._bus.publish(row.subject, row.payload, str(row.event_id))
+                    await self._publish(row)
                     sent.append(row)
             except PublishFailed as exc:
+                self._metrics.outbox_publish_errors.inc()
                 failed = [r.event_id for r in rows[len(sent) :]]
                 await db.record_publish_error(conn, failed[:1], str(exc))
-                await db.mark_published(conn, [r.event_id for r in sent])
+                await self._mark(conn, sent)
                 self._log_sent(sent)
                 raise
-            await db.mark_published(conn, [r.event_id for r in sent])
+            await self._mark(conn, sent)
         self._log_sent(sent)
         return len(sent)
+
+    async def _publish(self, row: db.OutboxRow) -> None:
+        """Publishes in a PRODUCER span that continues the trace of the request behind it."""
+        event_id = str(row.event_id)
+        with producer_span(self._tracer, row.subject, event_id, row.traceparent) as headers:
+            await self._bus.publish(row.subject, row.payload, event_id, headers)
+
+    async def _mark(self, conn: db.Conn, sent: list[db.OutboxRow]) -> None:
+        for lag in await db.mark_published(conn, [r.event_id for r in sent]):
+            self._metrics.outbox_publish_lag.observe(max(lag, 0.0))
+        self._metrics.outbox_published.inc(len(sent))
+
+    async def _count_backlog(self) -> None:
+        """Sets the backlog gauge; an unreachable database leaves it as it was."""
+        try:
+            async with self._pool.connection() as conn:
+                self._metrics.outbox_unpublished.set(await db.pending_events(conn))
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            log.debug("outbox backlog not counted", extra={"error": str(exc)})
 
     @staticmethod
     def _log_sent(rows: list[db.OutboxRow]) -> None:

@@ -41,6 +41,8 @@ class Settings:
     tls_cert_file: str = ""  # server TLS when set, with tls_key_file
     tls_key_file: str = ""
     tls_client_ca_file: str = ""  # when set, clients must present a certificate it signed
+    metrics_port: int = 9101  # Prometheus /metrics over HTTP; 0: no metrics endpoint
+    otlp_endpoint: str = ""  # OpenTelemetry traces go there over OTLP/gRPC; "": tracing off
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -144,4 +146,22 @@ def from_env(env: Mapping[str, str]) -> Settings:
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
         tls_client_ca_file=tls_client_ca,
+        metrics_port=_port(env, "ACCOUNTS_METRICS_PORT", 9101),
+        otlp_endpoint=_otlp_endpoint(env),
     )
+
+
+def _port(env: Mapping[str, str], key: str, default: int) -> int:
+    port = _int(env, key, default)
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"{key} must be 0..65535, got {port}")
+    return port
+
+
+def _otlp_endpoint(env: Mapping[str, str]) -> str:
+    value = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT must start with http:// or https://, got {value!r}"
+        )
+    return value

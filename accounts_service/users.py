@@ -14,6 +14,7 @@ from accounts_service.cleanup import StorageCleaner, generation_prefixes, user_p
 from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound
 from accounts_service.events import request_thumbnails
 from accounts_service.intake import Avatar, AvatarIntake, Upload
+from accounts_service.metrics import Metrics
 from accounts_service.results import (
     RenderedThumbnail,
     checked_failure,
@@ -35,8 +36,10 @@ class Users:
         page_key: bytes,
         cleaner: StorageCleaner,
         old_generation_grace_seconds: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self._pool = pool
+        self._metrics = metrics or Metrics()
         self._intake = intake
         self._page_key = page_key
         self._cleaner = cleaner
@@ -232,6 +235,8 @@ class Users:
                     },
                 )
                 return user
+        waited = (user.update_time - user.requested_at).total_seconds()  # both PostgreSQL's clock
+        self._metrics.time_to_thumbnail.labels(user.thumbnail_status).observe(max(waited, 0.0))
         log.info(
             "thumbnails recorded",
             extra={"user_id": str(uid), "generation": generation, "status": user.thumbnail_status},

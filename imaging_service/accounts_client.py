@@ -7,9 +7,11 @@ from types import TracebackType
 
 import grpc
 from accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from opentelemetry import trace
 
 from imaging_service import tls
 from imaging_service.errors import AccountsRejected, AccountsUnavailable, UserGone
+from imaging_service.tracing import client_call
 
 # Our request is wrong and will be wrong again: retrying cannot help.
 _REJECTED = frozenset(
@@ -47,8 +49,10 @@ class AccountsClient:
         token: str,
         timeout: float = 10.0,
         credentials: grpc.ChannelCredentials | None = None,  # None: plaintext
+        tracer: trace.Tracer | None = None,  # None: no spans, no trace context sent
     ) -> None:
         self._addr = addr
+        self._tracer = tracer or trace.NoOpTracer()
         self._credentials = credentials
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
@@ -73,11 +77,13 @@ class AccountsClient:
         """The user's avatar generation and thumbnail status (accounts_pb2.ThumbnailStatus)."""
         if self._stub is None:
             raise RuntimeError("AccountsClient used outside 'async with'")
+        method = "/accounts.v1.AccountsService/GetUser"
         try:
-            user = await self._stub.GetUser(
-                accounts_pb2.GetUserRequest(id=user_id), metadata=self._metadata,
-                timeout=self._timeout,
-            )  # fmt: skip
+            with client_call(self._tracer, method, self._metadata) as metadata:
+                user = await self._stub.GetUser(
+                    accounts_pb2.GetUserRequest(id=user_id), metadata=metadata,
+                    timeout=self._timeout,
+                )  # fmt: skip
         except grpc.aio.AioRpcError as exc:
             raise _translated(exc, user_id, "GetUser") from exc
         return user.avatar.generation, user.thumbnail_status
@@ -111,10 +117,10 @@ class AccountsClient:
     async def _update(self, request: accounts_pb2.UpdateThumbnailsRequest) -> None:
         if self._stub is None:
             raise RuntimeError("AccountsClient used outside 'async with'")
+        method = "/accounts.v1.AccountsService/UpdateThumbnails"
         try:
-            await self._stub.UpdateThumbnails(
-                request, metadata=self._metadata, timeout=self._timeout
-            )
+            with client_call(self._tracer, method, self._metadata) as metadata:
+                await self._stub.UpdateThumbnails(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise _translated(exc, request.user_id, "UpdateThumbnails") from exc
 

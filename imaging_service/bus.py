@@ -67,8 +67,11 @@ class Delivery:
     def __init__(self, msg: Msg) -> None:
         self._msg = msg
         self.data = msg.data
+        self.subject = msg.subject
         self.attempt = msg.metadata.num_delivered
         self.stream_seq = msg.metadata.sequence.stream
+        self.stored_at = msg.metadata.timestamp  # when the stream stored it (NATS's clock)
+        self.headers: dict[str, str] = dict(msg.headers or {})  # traceparent, Nats-Msg-Id
         self.settled = False
 
     async def ack(self) -> None:

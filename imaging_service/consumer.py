@@ -30,10 +30,13 @@ from dataclasses import dataclass
 
 from accounts.v1.events_pb2 import ThumbnailRequested
 from google.protobuf.message import DecodeError
+from opentelemetry import trace
 
 from imaging_service.bus import Delivery, JobQueue
 from imaging_service.errors import AccountsRejected, QueueUnavailable, TransientError, UserGone
 from imaging_service.handler import Outcome, Result
+from imaging_service.metrics import Metrics, seconds_since
+from imaging_service.tracing import consumer_span
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,12 @@ class Consumer:
         slots: int,
         ack_wait: float,
         jitter: Callable[[], float] = default_jitter,
+        metrics: Metrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._handle = handle
+        self._metrics = metrics or Metrics()
+        self._tracer = tracer or trace.NoOpTracer()
         self._give_up = give_up
         self._policy = policy
         self._slots = slots
@@ -181,12 +188,23 @@ class Consumer:
         await asyncio.gather(*late, return_exceptions=True)
 
     async def _process(self, delivery: Delivery) -> None:
+        """Handles one delivery in a CONSUMER span that continues the publisher's trace."""
+        queued = seconds_since(delivery.stored_at)
+        self._metrics.stage_seconds.labels("queue_wait").observe(queued)
+        message_id = delivery.headers.get("Nats-Msg-Id", "")
+        with consumer_span(
+            self._tracer, delivery.headers, delivery.subject, message_id, delivery.attempt
+        ):
+            await self._run_job(delivery)
+
+    async def _run_job(self, delivery: Delivery) -> None:
         started = time.monotonic()
         event = decode(delivery.data)
         if event is None:
             log.error("undecodable thumbnail request", extra={"seq": delivery.stream_seq})
             await delivery.term()
             self.failed += 1
+            self._metrics.jobs_failed.labels("UNDECODABLE").inc()
             return
         fields = {
             "user_id": event.user_id,
@@ -201,9 +219,11 @@ class Consumer:
             outcome = await self._settle(delivery, event, action, result)
         except asyncio.CancelledError:
             await delivery.nak()
+            self._metrics.jobs_retried.labels("Shutdown").inc()
             log.warning("job handed back at shutdown", extra=fields | {"outcome": "handed_back"})
             raise
         except Exception:  # unsettled: JetStream redelivers it after the ack wait
+            self._metrics.jobs_retried.labels("Crashed").inc()
             log.exception("job crashed", extra=fields | {"outcome": "crashed"})
             return
         finally:
@@ -222,13 +242,14 @@ class Consumer:
             return await self._handle(event)
         except Exception as exc:  # a bug must not kill the worker loop; retry, then GAVE_UP
             log.exception("handler failed unexpectedly", extra={"event_id": event.event_id})
-            return Result(Outcome.RETRY, f"internal error: {exc!r}")
+            return Result(Outcome.RETRY, f"internal error: {exc!r}", reason="InternalError")
 
     async def _settle(
         self, delivery: Delivery, event: ThumbnailRequested, action: Action, result: Result
     ) -> str:
         """Sends the ack decided on; returns the outcome name for the log line."""
         seq = delivery.stream_seq
+        label = result.reason or result.outcome.value  # of the job counters
         if action is Action.NAK:
             self._remember(seq, result)
             delay = self._policy.delay(
@@ -236,15 +257,18 @@ class Consumer:
             )
             await delivery.nak(delay)
             self._retry_in[seq] = delay
+            self._metrics.jobs_retried.labels(label).inc()
             return "retry"
         self._last_error.pop(seq, None)
         if action is Action.ACK:
             await delivery.ack()
             self.processed += 1
+            self._metrics.jobs_processed.labels(label).inc()
             return "done"
         if action is Action.TERM:
             await delivery.term()
             self.failed += 1
+            self._metrics.jobs_failed.labels(label).inc()
             return "failed"
         attempts = min(delivery.attempt, self._policy.max_deliver)
         reason = f"gave up after {attempts} attempts: {result.detail}"
@@ -255,12 +279,16 @@ class Consumer:
         except (TransientError, QueueUnavailable) as exc:
             self._remember(seq, result)
             await delivery.nak(self._policy.cap)
+            self._metrics.jobs_retried.labels(type(exc).__name__).inc()
             log.warning("giving up not recorded, will retry", extra={"error": str(exc)})
             return "gave_up_unrecorded"
         except (UserGone, AccountsRejected) as exc:
             log.warning("GAVE_UP not reported", extra={"error": str(exc)})
+        else:
+            self._metrics.dead_letters.inc()
         await delivery.term()
         self.failed += 1
+        self._metrics.jobs_failed.labels("GAVE_UP").inc()
         return "gave_up"
 
     def _remember(self, seq: int, result: Result) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from accounts.v1 import accounts_pb2
 from accounts.v1.events_pb2 import ThumbnailRequested
+from opentelemetry import trace
 
 from imaging_service.accounts_client import AccountsClient, StoredThumbnail
 from imaging_service.errors import (
@@ -19,8 +23,9 @@ from imaging_service.errors import (
     TransientError,
     UserGone,
 )
+from imaging_service.metrics import Metrics, RenderProcesses, source_class
 from imaging_service.pool import RenderPool
-from imaging_service.render import ImageRejected, Limits
+from imaging_service.render import ImageRejected, Limits, Thumbnail, probe
 from imaging_service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,9 @@ class Result:
     # RETRY only because accounts could not be reached: no result can be reported meanwhile,
     # so such attempts never exhaust the retry budget (the job waits for accounts to return).
     waiting_for_accounts: bool = False
+    # For the metrics: rendered, skipped or user_gone (DONE), the failure code (PERMANENT_DONE),
+    # the transient error's class (RETRY).
+    reason: str = ""
 
 
 def thumbnail_key(user_id: str, generation: int, name: str) -> str:
@@ -52,25 +60,36 @@ class Handler:
     report is sent only after every thumbnail is stored, so a retry after any step is safe."""
 
     def __init__(
-        self, storage: Storage, pool: RenderPool, accounts: AccountsClient, limits: Limits
+        self,
+        storage: Storage,
+        pool: RenderPool,
+        accounts: AccountsClient,
+        limits: Limits,
+        metrics: Metrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._storage = storage
         self._pool = pool
         self._accounts = accounts
         self._limits = limits
+        self._metrics = metrics or Metrics()
+        self._tracer = tracer or trace.NoOpTracer()
+        replaced = self._metrics.render_processes_replaced
+        self._processes = RenderProcesses(pool.pids, pool.processes, replaced)
 
     async def handle(self, event: ThumbnailRequested) -> Result:
         try:
             return await self._run(event)
         except AccountsUnavailable as exc:
-            return Result(Outcome.RETRY, str(exc), waiting_for_accounts=True)
+            reason = type(exc).__name__
+            return Result(Outcome.RETRY, str(exc), waiting_for_accounts=True, reason=reason)
         except TransientError as exc:
-            return Result(Outcome.RETRY, str(exc))
+            return Result(Outcome.RETRY, str(exc), reason=type(exc).__name__)
         except UserGone:
-            return Result(Outcome.DONE, "user deleted")
+            return Result(Outcome.DONE, "user deleted", reason="user_gone")
         except AccountsRejected as exc:
             log.error("accounts rejected the report", extra=_ids(event) | {"error": str(exc)})
-            return Result(Outcome.PERMANENT_DONE, str(exc))
+            return Result(Outcome.PERMANENT_DONE, str(exc), reason="ACCOUNTS_REJECTED")
 
     async def give_up(self, event: ThumbnailRequested, reason: str) -> None:
         """Reports GAVE_UP; raises like the reports in accounts_client (UserGone included)."""
@@ -82,10 +101,14 @@ class Handler:
         generation, status = await self._accounts.current(event.user_id)
         if generation != event.avatar_generation or (status == accounts_pb2.THUMBNAIL_STATUS_READY):
             # Stale (a newer avatar exists) or already done (a duplicate): nothing to do.
-            return Result(Outcome.DONE, f"skipped: user at generation {generation}")
+            return Result(
+                Outcome.DONE, f"skipped: user at generation {generation}", reason="skipped"
+            )
         try:
-            data = await self._storage.get_original(event.avatar_object, self._limits.max_bytes)
-            rendered = await self._pool.render(data, tuple(SIZES.values()))
+            with self._stage("fetch"):
+                data = await self._storage.get_original(event.avatar_object, self._limits.max_bytes)
+            with self._stage("render"):
+                rendered = await self._render(data)
         except SourceMissing as exc:
             return await self._fail(event, "SOURCE_MISSING", str(exc))
         except ImageRejected as exc:
@@ -101,16 +124,40 @@ class Handler:
             )
             for name, size in SIZES.items()
         ]
-        await asyncio.gather(
-            *(self._storage.put_thumbnail(t.object, by_size[t.width]) for t in stored)
-        )
-        await asyncio.gather(*(self._verify(t) for t in stored))
+        with self._stage("upload"):
+            await asyncio.gather(
+                *(self._storage.put_thumbnail(t.object, by_size[t.width]) for t in stored)
+            )
+            await asyncio.gather(*(self._verify(t) for t in stored))
         try:
-            await self._accounts.report_thumbnails(event.user_id, event.avatar_generation, stored)
+            with self._stage("callback"):
+                await self._accounts.report_thumbnails(
+                    event.user_id, event.avatar_generation, stored
+                )
         except UserGone:
             await self._remove(event, stored)
             raise
-        return Result(Outcome.DONE)
+        return Result(Outcome.DONE, reason="rendered")
+
+    async def _render(self, data: bytes) -> list[Thumbnail]:
+        """The pool's render, timed here: the render process itself records nothing."""
+        started = time.perf_counter()
+        try:
+            rendered = await self._pool.render(data, tuple(SIZES.values()))
+        finally:
+            self._processes.look()
+        seconds = time.perf_counter() - started
+        size = source_class(probe(data, self._limits).megapixels)
+        self._metrics.render_seconds.labels(size).observe(seconds)
+        return rendered
+
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """A child span of the job, and its duration in the stage histogram if it completes."""
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(name):
+            yield
+        self._metrics.stage_seconds.labels(name).observe(time.perf_counter() - started)
 
     async def _verify(self, thumbnail: StoredThumbnail) -> None:
         """Reads back what was written: the callback must never point at a missing object."""
@@ -122,8 +169,11 @@ class Handler:
             )
 
     async def _fail(self, event: ThumbnailRequested, code: str, reason: str) -> Result:
-        await self._accounts.report_failure(event.user_id, event.avatar_generation, code, reason)
-        return Result(Outcome.PERMANENT_DONE, f"{code}: {reason}")
+        with self._stage("callback"):
+            await self._accounts.report_failure(
+                event.user_id, event.avatar_generation, code, reason
+            )
+        return Result(Outcome.PERMANENT_DONE, f"{code}: {reason}", reason=code)
 
     async def _remove(self, event: ThumbnailRequested, stored: list[StoredThumbnail]) -> None:
         """The user was deleted meanwhile: take back what this job wrote (best effort)."""

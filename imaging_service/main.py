@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -17,13 +17,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
-from imaging_service import bus, logs, tls
+from imaging_service import bus, logs, metrics, tls, tracing
 from imaging_service.accounts_client import AccountsClient
 from imaging_service.consumer import Consumer, RetryPolicy
 from imaging_service.errors import StorageUnavailable
 from imaging_service.handler import Handler
 from imaging_service.pool import RenderPool
 from imaging_service.render import Limits
+from imaging_service.rpc_telemetry import RpcTelemetry
 from imaging_service.servicer import ImagingServicer
 from imaging_service.settings import Settings, SettingsError, from_env
 from imaging_service.storage import Storage
@@ -31,6 +32,7 @@ from imaging_service.storage import Storage
 log = logging.getLogger("imaging_service")
 SERVICE_NAME = imaging_pb2.DESCRIPTOR.services_by_name["ImagingService"].full_name
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+QUEUE_POLL_SECONDS = 5.0  # the queue and dead-letter gauges
 T = TypeVar("T")
 
 
@@ -51,12 +53,14 @@ async def start_server(
     servicer: ImagingServicer,
     health_servicer: health.aio.HealthServicer,
     credentials: grpc.ServerCredentials | None = None,  # None: plaintext
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
+        ],
     )
     imaging_pb2_grpc.add_ImagingServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -123,7 +127,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         stop = stop_on_signals()
     grace = settings.shutdown_grace_seconds
     limits = Limits(max_bytes=settings.max_avatar_bytes, max_pixels=settings.max_pixels)
+    observed = metrics.Metrics().with_process_collectors()
+    traces = tracing.setup(settings.otlp_endpoint, "imaging_service")
     async with AsyncExitStack() as stack:
+        stack.push_async_callback(traces.shutdown)
+        endpoint = serve_metrics(settings.metrics_port, observed)
+        if endpoint is not None:
+            stack.callback(endpoint.stop)
         pool = RenderPool(
             settings.render_processes,
             limits,
@@ -131,11 +141,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             max_megapixels_in_flight=settings.render_max_megapixels_in_flight,
         )
         stack.push_async_callback(pool.close)
+        observed.megapixels_in_flight.set_function(lambda: pool.megapixels_in_flight)
         accounts = await stack.enter_async_context(
             AccountsClient(
                 settings.accounts_addr,
                 settings.internal_token,
                 credentials=tls.accounts_credentials(settings),
+                tracer=traces.tracer,
             )
         )
         storage = Storage.connect(
@@ -146,7 +158,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             settings.s3_secure,
             settings.s3_region,
         )
-        handler = Handler(storage, pool, accounts, limits)
+        handler = Handler(storage, pool, accounts, limits, observed, traces.tracer)
         policy = RetryPolicy(
             settings.max_deliver, settings.retry_base_seconds, settings.retry_max_seconds
         )
@@ -156,12 +168,18 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             policy,
             slots=settings.render_processes,
             ack_wait=settings.ack_wait_seconds,
+            metrics=observed,
+            tracer=traces.tracer,
         )
         health_servicer = health.aio.HealthServicer()
         await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
         servicer = ImagingServicer(pool, consumer.stats, consumer.replay, settings.render_processes)
         server, port = await start_server(
-            settings.port, servicer, health_servicer, tls.server_credentials(settings)
+            settings.port,
+            servicer,
+            health_servicer,
+            tls.server_credentials(settings),
+            [RpcTelemetry(observed.rpc, traces.tracer)],
         )
         stack.push_async_callback(server.stop, grace)
         log.info("listening", extra={"port": port, "settings": repr(settings)})
@@ -175,6 +193,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving")
         worker = asyncio.create_task(consumer.run(queue, stop))
+        gauges = asyncio.create_task(
+            metrics.poll_queue(consumer.stats, observed, stop, QUEUE_POLL_SECONDS)
+        )
         stopping = asyncio.create_task(stop.wait())
         # The worker only ends before ``stop`` on a bug; ``await worker`` below re-raises it.
         await asyncio.wait({worker, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -183,8 +204,20 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         log.info("shutting down", extra={"grace_s": grace})
         await health_servicer.enter_graceful_shutdown()
         stop.set()
-        await asyncio.gather(drain_jobs(worker, consumer, grace), server.stop(grace))
+        await asyncio.gather(drain_jobs(worker, consumer, grace), server.stop(grace), gauges)
     log.info("stopped")
+
+
+def serve_metrics(port: int, observed: metrics.Metrics) -> metrics.Endpoint | None:
+    """GET /metrics on ``port``, None when it is 0; SettingsError when the port is taken."""
+    if port == 0:
+        return None
+    try:
+        endpoint = metrics.serve(port, observed.registry)
+    except OSError as exc:
+        raise SettingsError(f"IMAGING_METRICS_PORT: cannot listen on {port}: {exc}") from exc
+    log.info("metrics listening", extra={"metrics_port": endpoint.port})
+    return endpoint
 
 
 async def drain_jobs(worker: asyncio.Task[None], consumer: Consumer, grace: float) -> None:
@@ -211,4 +244,8 @@ def main() -> None:
         sys.stderr.write(f"imaging_service: configuration error: {exc}\n")
         sys.exit(2)
     logs.configure(settings.log_level)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except SettingsError as exc:  # a port taken or a TLS file unreadable, found at start
+        sys.stderr.write(f"imaging_service: configuration error: {exc}\n")
+        sys.exit(2)

@@ -43,6 +43,8 @@ class Settings:
     accounts_tls_ca_file: str = ""  # TLS to accounts when this or a client certificate is set
     accounts_tls_cert_file: str = ""  # client certificate for mutual TLS, with its key
     accounts_tls_key_file: str = ""
+    metrics_port: int = 9102  # Prometheus /metrics over HTTP; 0: no metrics endpoint
+    otlp_endpoint: str = ""  # OpenTelemetry traces go there over OTLP/gRPC; "": tracing off
     stream: str = "ACCOUNTS"
     stream_subjects: tuple[str, ...] = ("accounts.>",)
     subject: str = "accounts.thumbnail.requested"
@@ -166,11 +168,22 @@ def from_env(env: Mapping[str, str]) -> Settings:
         accounts_tls_ca_file=_file(env, "ACCOUNTS_TLS_CA_FILE"),
         accounts_tls_cert_file=client_cert,
         accounts_tls_key_file=client_key,
+        metrics_port=_port(env, "IMAGING_METRICS_PORT", 9102),
+        otlp_endpoint=_otlp_endpoint(env),
     )
 
 
-def _port(env: Mapping[str, str]) -> int:
-    port = _int(env, "IMAGING_PORT", 50052, minimum=0)
+def _port(env: Mapping[str, str], key: str = "IMAGING_PORT", default: int = 50052) -> int:
+    port = _int(env, key, default, minimum=0)
     if port > 65535:
-        raise SettingsError(f"IMAGING_PORT must be 0..65535, got {port}")
+        raise SettingsError(f"{key} must be 0..65535, got {port}")
     return port
+
+
+def _otlp_endpoint(env: Mapping[str, str]) -> str:
+    value = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise SettingsError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT must start with http:// or https://, got {value!r}"
+        )
+    return value

@@ -26,9 +26,18 @@ START_TIMEOUT = 60.0
 class Service:
     """A service process with its gRPC address; restartable on the same port."""
 
-    def __init__(self, name: str, module: str, port: int, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        port: int,
+        env: dict[str, str],
+        log: Path,
+        metrics_port: int = 0,
+    ) -> None:
         self.name = name
         self.addr = f"127.0.0.1:{port}"
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""
         self.process = ServiceProcess(
             name, [sys.executable, "-m", module], log_path=log, env=env, cwd=REPO
         )
@@ -89,6 +98,10 @@ def service_env(
         "ACCOUNTS_PORT": str(accounts_port),
         "ACCOUNTS_ADDR": f"127.0.0.1:{accounts_port}",
         "IMAGING_PORT": str(free_port()),
+        # Off here, so that the extra service processes some tests start from this environment
+        # never compete for a port; the session's two services get free ports below.
+        "ACCOUNTS_METRICS_PORT": "0",
+        "IMAGING_METRICS_PORT": "0",
         "OUTBOX_POLL_SECONDS": "1",
         "RECONCILE_AFTER_SECONDS": "8",
         "RECONCILE_EVERY_SECONDS": "1",
@@ -110,9 +123,10 @@ def accounts(
     service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     log = tmp_path_factory.mktemp("logs") / "accounts.log"
-    service = Service(
-        "accounts", "accounts_service", int(service_env["ACCOUNTS_PORT"]), service_env, log
-    )
+    metrics_port = free_port()
+    env = service_env | {"ACCOUNTS_METRICS_PORT": str(metrics_port)}
+    port = int(service_env["ACCOUNTS_PORT"])
+    service = Service("accounts", "accounts_service", port, env, log, metrics_port)
     service.start()
     yield service
     service.process.terminate(30)
@@ -123,9 +137,10 @@ def imaging(
     service_env: dict[str, str], accounts: Service, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     log = tmp_path_factory.mktemp("logs") / "imaging.log"
-    service = Service(
-        "imaging", "imaging_service", int(service_env["IMAGING_PORT"]), service_env, log
-    )
+    metrics_port = free_port()
+    env = service_env | {"IMAGING_METRICS_PORT": str(metrics_port)}
+    port = int(service_env["IMAGING_PORT"])
+    service = Service("imaging", "imaging_service", port, env, log, metrics_port)
     service.start()
     yield service
     service.process.terminate(30)

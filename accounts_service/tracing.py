@@ -1,0 +1,89 @@
+"""OpenTelemetry tracing, off unless an OTLP endpoint is configured.
+
+Off, no SDK is set up and every tracer is a no-op. On, spans go to the OTLP/gRPC endpoint in
+batches. The trace context travels as a W3C `traceparent`: stored with each outbox row by the
+request that wrote it, and put in the NATS headers of the event by the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+TRACEPARENT = "traceparent"
+PROPAGATOR = TraceContextTextMapPropagator()
+SCOPE = "accounts_service"
+
+
+@dataclass(frozen=True)
+class Tracing:
+    tracer: trace.Tracer | None = None  # None: tracing is off
+    provider: TracerProvider | None = None
+
+    async def shutdown(self, wait_seconds: float = 2.0) -> None:
+        """Sends the spans still buffered, waiting at most `wait_seconds` for the collector."""
+        if self.provider is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(self.provider.shutdown), wait_seconds)
+
+
+OFF = Tracing()
+
+
+def setup(endpoint: str, service_name: str) -> Tracing:
+    """OTLP/gRPC export to `endpoint` (http:// means plaintext); OFF when it is empty."""
+    if not endpoint:
+        return OFF
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service_name}), shutdown_on_exit=False
+    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return Tracing(provider.get_tracer(SCOPE), provider)
+
+
+def current_traceparent() -> str | None:
+    """The `traceparent` of the current span; None when there is none (tracing off)."""
+    carrier: dict[str, str] = {}
+    PROPAGATOR.inject(carrier)
+    return carrier.get(TRACEPARENT)
+
+
+def remote_context(carrier: dict[str, str]) -> Context:
+    """The context a `traceparent` in `carrier` names (an empty one without it)."""
+    return PROPAGATOR.extract(carrier, context=Context())
+
+
+@contextmanager
+def producer_span(
+    tracer: trace.Tracer, subject: str, event_id: str, traceparent: str | None
+) -> Iterator[dict[str, str]]:
+    """A PRODUCER span for publishing one outbox event, child of the request that wrote it;
+    yields the headers that carry it on (the stored traceparent when tracing is off here)."""
+    parent = remote_context({TRACEPARENT: traceparent} if traceparent else {})
+    with tracer.start_as_current_span(
+        f"{subject} publish",
+        context=parent,
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": subject,
+            "messaging.message.id": event_id,
+        },
+    ):
+        headers: dict[str, str] = {}
+        PROPAGATOR.inject(headers)
+        if traceparent and TRACEPARENT not in headers:
+            headers[TRACEPARENT] = traceparent
+        yield headers
