@@ -107,7 +107,43 @@ bench-render: install bench/node_modules/.package-lock.json
 bench-soak: install
 	$(PY) bench/soak.py
 
-bench: bench-render
+# Its own stack (bench/stack.py): CreateUser, GetUser and ListUsers under load, and the same
+# CreateUser rendering in the handler (bench/inline_accounts.py); exits 1 on a missed target.
+.PHONY: bench-load bench-pipeline bench-profile
+bench-load: install
+	$(PY) bench/load.py
+
+# Its own stack: avatars/s end to end against the bare renderer with as many processes, and
+# create-to-READY latency at 5 users/s; exits 1 on a missed target.
+bench-pipeline: install
+	$(PY) bench/pipeline.py
+
+# py-spy, for benchmarks only, in its own venv (never a dependency of the services).
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): bench/profile-requirements.txt
+	rm -rf $(BENCH_VENV)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	echo '*' > $(BENCH_VENV)/.gitignore
+	$(BENCH_VENV)/bin/pip install --quiet --require-hashes -r bench/profile-requirements.txt
+	touch $(BENCH_STAMP)
+
+# bench-pipeline with py-spy on both services during the pipeline runs; prints where they spend
+# their CPU (the recordings stay in a temporary folder, named in the output).
+bench-profile: install $(BENCH_STAMP)
+	$(PY) bench/pipeline.py --rounds 1 --profile "$$(mktemp -d /tmp/bench-profile-XXXXXX)"
+
+# Everything, one after the other (never in parallel: they measure the machine); under 10
+# minutes on the team machine. Missed targets are printed as they are found; it ends with the
+# summary lines of bench-load and bench-pipeline, and fails only if a benchmark did not finish.
+bench: install bench/node_modules/.package-lock.json
+	@out=$$(mktemp -d /tmp/bench-XXXXXX); \
+	$(PY) bench/render.py || echo "bench/render.py exited with code $$?"; \
+	$(PY) bench/load.py --summary $$out/load.txt || true; \
+	$(PY) bench/pipeline.py --summary $$out/pipeline.txt || true; \
+	test -s $$out/load.txt && test -s $$out/pipeline.txt || { echo "a benchmark did not finish"; exit 2; }; \
+	echo; cat $$out/load.txt $$out/pipeline.txt; rm -rf $$out
 
 clean:
 	rm -rf $(VENV) .run out .pytest_cache .mypy_cache .ruff_cache

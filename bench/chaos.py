@@ -21,24 +21,21 @@ import contextlib
 import json
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 from accounts.v1 import accounts_pb2, accounts_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from stack import Stack, stack
 
 from devstack.nats import NatsServer
-from devstack.net import free_port, wait_until
-from devstack.postgres import Postgres
-from devstack.process import ServiceProcess
+from devstack.net import wait_until
 from devstack.s3 import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +44,9 @@ SLOW = {"geom_exactly_50mp_10000x5000.png"}  # seconds each: would only measure 
 READY = accounts_pb2.THUMBNAIL_STATUS_READY
 FAILED = accounts_pb2.THUMBNAIL_STATUS_FAILED
 PENDING = accounts_pb2.THUMBNAIL_STATUS_PENDING
+# Short enough that redeliveries and shutdowns happen within the run.
+CHAOS_ENV = {"ACK_WAIT_SECONDS": "10", "RECONCILE_AFTER_SECONDS": "120",
+             "SHUTDOWN_GRACE_SECONDS": "10"}  # fmt: skip
 
 
 @dataclass
@@ -58,22 +58,6 @@ class Outcome:
     status: int = PENDING
 
 
-@dataclass
-class Stack:
-    root: Path
-    nats: NatsServer
-    s3: S3Server
-    pg: Postgres
-    accounts: ServiceProcess
-    imaging: ServiceProcess
-    accounts_addr: str
-    events: list[str] = field(default_factory=list)
-
-    def note(self, what: str) -> None:
-        self.events.append(what)
-        print(f"[chaos] {time.strftime('%H:%M:%S')} {what}", flush=True)
-
-
 def corpus() -> list[tuple[str, bytes, bool]]:
     manifest = json.loads((IMAGES / "manifest.json").read_text())
     files = []
@@ -82,60 +66,6 @@ def corpus() -> list[tuple[str, bytes, bool]]:
             data = (IMAGES / entry["name"]).read_bytes()
             files.append((entry["name"], data, entry["expected"] == "ok"))
     return files
-
-
-def serving(addr: str) -> bool:
-    with grpc.insecure_channel(addr) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-        except grpc.RpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-@contextlib.contextmanager
-def stack() -> Iterator[Stack]:
-    root = Path(tempfile.mkdtemp(prefix="chaos-"))
-    pg_dir = Path(tempfile.gettempdir()) / f"chaos-pg-{uuid.uuid4().hex[:8]}"
-    nats = NatsServer(root / "nats", log_path=root / "nats.log")
-    s3 = S3Server(root / "s3", log_path=root / "s3.log")
-    pg = Postgres(pg_dir, log_path=root / "pg.log")  # private: we may restart it
-    started: list[Callable[[], Any]] = []
-    try:
-        for server in (nats, s3, pg):
-            server.start()
-            started.append(server.stop)
-        s3.ensure_bucket("avatars")
-        accounts_port = free_port()
-        env = {
-            "PATH": "/usr/bin:/bin", "DATABASE_URL": pg.create_database("chaos"),
-            "NATS_URL": nats.url, "S3_ENDPOINT": s3.endpoint, "S3_BUCKET": "avatars",
-            "S3_ACCESS_KEY": s3.access_key, "S3_SECRET_KEY": s3.secret_key,
-            "INTERNAL_TOKEN": uuid.uuid4().hex, "ACCOUNTS_PORT": str(accounts_port),
-            "ACCOUNTS_ADDR": f"127.0.0.1:{accounts_port}", "IMAGING_PORT": str(free_port()),
-            "ACK_WAIT_SECONDS": "10", "RECONCILE_AFTER_SECONDS": "120",
-            "SHUTDOWN_GRACE_SECONDS": "10", "PYTHONUNBUFFERED": "1",
-        }  # fmt: skip
-        accounts = ServiceProcess(
-            "accounts", [sys.executable, "-m", "accounts_service"], log_path=root / "accounts.log",
-            env=env, cwd=REPO,
-        )  # fmt: skip
-        imaging = ServiceProcess(
-            "imaging", [sys.executable, "-m", "imaging_service"], log_path=root / "imaging.log",
-            env=env, cwd=REPO,
-        )  # fmt: skip
-        for process, port in ((accounts, accounts_port), (imaging, int(env["IMAGING_PORT"]))):
-            process.start()
-            started.append(lambda p=process: p.terminate(30))
-            wait_until(lambda a=f"127.0.0.1:{port}": serving(a), 60, f"{process.name} serving")
-        yield Stack(root, nats, s3, pg, accounts, imaging, env["ACCOUNTS_ADDR"])
-    finally:
-        for stop in reversed(started):
-            with contextlib.suppress(Exception):
-                stop()
-        shutil.rmtree(pg_dir, ignore_errors=True)
 
 
 def create(stub: Any, image: tuple[str, bytes, bool], outcome: Outcome) -> None:
@@ -215,7 +145,7 @@ def main() -> int:
     images = corpus()
     outcomes = [Outcome(images[i % len(images)][0], images[i % len(images)][2])
                 for i in range(args.users)]  # fmt: skip
-    with stack() as s:
+    with stack("chaos-", env=CHAOS_ENV, database="chaos") as s:
         done = threading.Event()
         chaos = threading.Thread(target=faults, args=(s, done), daemon=True)
         channel = grpc.insecure_channel(s.accounts_addr)
