@@ -20,6 +20,7 @@ COPY gen ./gen
 COPY devstack ./devstack
 COPY accounts_service ./accounts_service
 COPY imaging_service ./imaging_service
+COPY grpc_telemetry ./grpc_telemetry
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation .
 
 FROM python:3.11-slim-trixie

@@ -49,7 +49,7 @@ check-protos: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy accounts_service imaging_service devstack
+	$(BIN)/mypy accounts_service imaging_service grpc_telemetry devstack
 
 format: install
 	$(BIN)/ruff format .

@@ -27,12 +27,12 @@ from accounts_service.errors import Unavailable
 from accounts_service.intake import AvatarIntake
 from accounts_service.outbox import OutboxRelay
 from accounts_service.reconciler import Reconciler
-from accounts_service.rpc_telemetry import RpcTelemetry
 from accounts_service.servicer import AccountsServicer
 from accounts_service.settings import Settings, SettingsError, from_env
 from accounts_service.storage import Storage
 from accounts_service.users import Users
 from accounts_service.watch import ChangeHub, Watcher
+from grpc_telemetry.server import RpcTelemetry
 
 log = logging.getLogger("accounts_service")
 SERVICE_NAME = accounts_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name

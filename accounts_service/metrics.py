@@ -22,32 +22,10 @@ from prometheus_client import (
     start_http_server,
 )
 
-RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+from grpc_telemetry.server import RpcMetrics
+
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 TOTAL_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-
-
-class RpcMetrics:
-    """gRPC server metrics under the names go-grpc-prometheus made common."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("grpc_type", "grpc_service", "grpc_method")
-        self.started = Counter(
-            "grpc_server_started_total", "RPCs started on the server.", labels, registry=registry
-        )
-        self.handled = Counter(
-            "grpc_server_handled_total",
-            "RPCs completed on the server, by status code.",
-            (*labels, "grpc_code"),
-            registry=registry,
-        )
-        self.seconds = Histogram(
-            "grpc_server_handling_seconds",
-            "Time from the start of an RPC to its status (a stream: its whole life).",
-            labels,
-            buckets=RPC_BUCKETS,
-            registry=registry,
-        )
 
 
 class Metrics:

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from grpc_telemetry.server import remote_context
 
 TRACEPARENT = "traceparent"
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -57,11 +58,6 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     PROPAGATOR.inject(carrier)
     return carrier.get(TRACEPARENT)
-
-
-def remote_context(carrier: dict[str, str]) -> Context:
-    """The context a `traceparent` in `carrier` names (an empty one without it)."""
-    return PROPAGATOR.extract(carrier, context=Context())
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
+from grpc_telemetry.server import RpcTelemetry
 from imaging_service import bus, logs, metrics, tls, tracing
 from imaging_service.accounts_client import AccountsClient
 from imaging_service.consumer import Consumer, RetryPolicy
@@ -24,7 +25,6 @@ from imaging_service.errors import StorageUnavailable
 from imaging_service.handler import Handler
 from imaging_service.pool import RenderPool
 from imaging_service.render import Limits
-from imaging_service.rpc_telemetry import RpcTelemetry
 from imaging_service.servicer import ImagingServicer
 from imaging_service.settings import Settings, SettingsError, from_env
 from imaging_service.storage import Storage

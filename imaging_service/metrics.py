@@ -29,6 +29,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from grpc_telemetry.server import RpcMetrics
 from imaging_service.errors import QueueUnavailable
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 STAGES = ("queue_wait", "fetch", "render", "upload", "callback")
 # Upper bounds (decoded megapixels, from the header) of the classes render time is kept by.
@@ -53,29 +53,6 @@ def seconds_since(moment: datetime, now: datetime | None = None) -> float:
     """Seconds from `moment` (aware) to `now`; 0 when clocks disagree and it is negative."""
     elapsed = ((now or datetime.now(UTC)) - moment).total_seconds()
     return max(elapsed, 0.0)
-
-
-class RpcMetrics:
-    """gRPC server metrics under the names go-grpc-prometheus made common."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("grpc_type", "grpc_service", "grpc_method")
-        self.started = Counter(
-            "grpc_server_started_total", "RPCs started on the server.", labels, registry=registry
-        )
-        self.handled = Counter(
-            "grpc_server_handled_total",
-            "RPCs completed on the server, by status code.",
-            (*labels, "grpc_code"),
-            registry=registry,
-        )
-        self.seconds = Histogram(
-            "grpc_server_handling_seconds",
-            "Time from the start of an RPC to its status (a stream: its whole life).",
-            labels,
-            buckets=RPC_BUCKETS,
-            registry=registry,
-        )
 
 
 class Metrics:

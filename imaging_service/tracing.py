@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import grpc
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from grpc_telemetry.server import remote_context
 
 PROPAGATOR = TraceContextTextMapPropagator()
 SCOPE = "imaging_service"
@@ -52,11 +53,6 @@ def setup(endpoint: str, service_name: str) -> Tracing:
     )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return Tracing(provider.get_tracer(SCOPE), provider)
-
-
-def remote_context(carrier: Mapping[str, str]) -> Context:
-    """The context a `traceparent` in `carrier` names (an empty one without it)."""
-    return PROPAGATOR.extract(dict(carrier), context=Context())
 
 
 @contextmanager

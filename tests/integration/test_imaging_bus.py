@@ -58,7 +58,7 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> 
         if await result if isinstance(result, Awaitable) else result:
             return
         assert time.monotonic() < deadline, f"{what}: not within {DEADLINE:g} s"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # poll until the deadline
 
 
 async def fetch_one(queue: JobQueue, seconds: float = DEADLINE) -> Delivery:

@@ -26,7 +26,7 @@ async def until(condition: Callable[[], bool], what: str, deadline: float = 60.0
     while not condition():
         if loop.time() > end:
             pytest.fail(f"gave up waiting until {what}")
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # poll until the deadline
 
 
 def rss_mb(pid: int) -> float:
@@ -160,7 +160,7 @@ async def test_renders_wait_for_megapixels_not_for_a_free_process() -> None:
         peak = 0.0
         while not phone.done():
             peak = max(peak, pool.megapixels_in_flight)
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # poll the gauge while the render runs
         await asyncio.gather(big, small, phone)
         assert finished == ["50 MP", "12 MP"]
         assert peak <= 60

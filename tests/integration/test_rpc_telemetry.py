@@ -25,13 +25,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from accounts_service import metrics as accounts_metrics
-from accounts_service import rpc_telemetry as accounts_rpc
 from accounts_service.auth import InternalTokenInterceptor
+from grpc_telemetry import server as rpc
 from imaging_service import metrics as imaging_metrics
-from imaging_service import rpc_telemetry as imaging_rpc
 
 HEALTH = "grpc.health.v1.Health"
-SERVICES = {"accounts": (accounts_rpc, accounts_metrics), "imaging": (imaging_rpc, imaging_metrics)}
+# One interceptor, wired into each service's own metrics registry.
+SERVICES = {"accounts": (rpc, accounts_metrics), "imaging": (rpc, imaging_metrics)}
 DEADLINE = 10.0
 
 
@@ -82,7 +82,7 @@ async def eventually_equal(read: Any, expected: float, what: str) -> None:
     deadline = time.monotonic() + DEADLINE
     while read() != expected:
         assert time.monotonic() < deadline, f"{what}: {read()} != {expected}"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # poll until the deadline
 
 
 async def test_unary_calls_are_counted_by_method_and_code(
@@ -143,7 +143,7 @@ async def test_streams_are_counted_when_they_end_however_they_end(
 async def test_refusals_of_a_later_interceptor_are_counted_too() -> None:
     observed = accounts_metrics.Metrics(CollectorRegistry())
     guard = InternalTokenInterceptor("secret", frozenset({f"/{HEALTH}/Check"}))
-    async with served(accounts_rpc.RpcTelemetry(observed.rpc), guard) as channel:
+    async with served(rpc.RpcTelemetry(observed.rpc), guard) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -12,7 +12,7 @@ from imaging_service.pool import MegapixelBudget
 async def settle() -> None:
     """Let every task that can run do so (no time passes)."""
     for _ in range(10):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # yield to ready tasks; no time passes, nothing to poll
 
 
 async def test_renders_that_fit_together_are_admitted_at_once() -> None:

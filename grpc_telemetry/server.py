@@ -1,8 +1,8 @@
 """Server interceptor: Prometheus metrics for every RPC and, with tracing on, a SERVER span.
 
-Unary and streaming handlers alike, async generators (reflection) and coroutines that write to
-the context (health Watch). The status code is the one the handler aborted with or set; else OK
-on return, CANCELLED or DEADLINE_EXCEEDED when the call's task was cancelled, UNKNOWN on any
+Unary and streaming handlers alike, async generators (WatchUser, reflection) and coroutines that
+write to the context (health Watch). The status code is the one the handler aborted with or set;
+else OK on return, CANCELLED or DEADLINE_EXCEEDED when the call's task was cancelled, UNKNOWN on any
 other exception (what grpc answers then).
 """
 
@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import trace
-
-from imaging_service.metrics import RpcMetrics
-from imaging_service.tracing import remote_context
+from opentelemetry.context import Context as TraceContext
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -34,6 +34,38 @@ _SERVER_ERRORS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
+
+
+RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class RpcMetrics:
+    """gRPC server metrics under the names go-grpc-prometheus made common."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("grpc_type", "grpc_service", "grpc_method")
+        self.started = Counter(
+            "grpc_server_started_total", "RPCs started on the server.", labels, registry=registry
+        )
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, by status code.",
+            (*labels, "grpc_code"),
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC to its status (a stream: its whole life).",
+            labels,
+            buckets=RPC_BUCKETS,
+            registry=registry,
+        )
+
+
+def remote_context(carrier: Mapping[str, str]) -> TraceContext:
+    """The context a `traceparent` in `carrier` names (an empty one without it)."""
+    return _PROPAGATOR.extract(dict(carrier), context=TraceContext())
 
 
 class RpcTelemetry(grpc.aio.ServerInterceptor):
