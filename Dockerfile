@@ -30,13 +30,12 @@ RUN groupadd --system --gid 10001 app \
         --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 # MALLOC_ARENA_MAX=2: glibc gives every thread that contends for malloc its own arena (up to
-# 8 x cores), and freed image buffers stay mapped in them, so a long-lived process that decodes
-# images grows in RSS job after job although nothing leaks. Two arenas keep that growth flat for
-# little cost here, because decoding runs in separate render processes with few threads each.
-# The imaging service is the one that needs it (the accounts service only reads
-# image headers and runs with it too, harmlessly). The measurement behind the choice is
-# `make bench-soak` (bench/soak.py): the imaging worker's RSS over a long run of renders with
-# the variable unset and with 2; rerun it before changing this value.
+# 8 x cores), and freed buffers stay mapped in them. The services' main processes have threads
+# (S3 calls run in a thread pool), so they grow with arenas although nothing leaks. Measured by
+# `make bench-arena` (bench/arena.py, 300 avatars through a private stack, twice per setting):
+# the imaging main process ended at 104.0 / 104.2 MiB with glibc's default and 73.3 / 80.8 MiB
+# with 2 (x0.71 / x0.78); accounts 85.0 / 91.4 -> 77.9 / 78.3 MiB. The single-threaded render
+# processes are kept flat by malloc_trim and recycling instead (`make bench-soak`).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -107,9 +107,13 @@ bench-render: install bench/node_modules/.package-lock.json
 bench-soak: install
 	$(PY) bench/soak.py
 
+# Its own stack, twice: the services' main-process RSS with and without MALLOC_ARENA_MAX=2.
+bench-arena: install
+	$(PY) bench/arena.py
+
 # Its own stack (bench/stack.py): CreateUser, GetUser and ListUsers under load, and the same
 # CreateUser rendering in the handler (bench/inline_accounts.py); exits 1 on a missed target.
-.PHONY: bench-load bench-pipeline bench-profile
+.PHONY: bench-load bench-pipeline bench-profile bench-arena
 bench-load: install
 	$(PY) bench/load.py
 
