@@ -18,7 +18,7 @@ from accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from accounts_service import db, logs, metrics, tls, tracing
+from accounts_service import db, logs, metrics, tls
 from accounts_service.auth import InternalTokenInterceptor
 from accounts_service.avatar import AvatarLimits
 from accounts_service.bus import Bus
@@ -32,7 +32,10 @@ from accounts_service.settings import Settings, SettingsError, from_env
 from accounts_service.storage import Storage
 from accounts_service.users import Users
 from accounts_service.watch import ChangeHub, Watcher
+from grpc_telemetry.endpoint import Endpoint
+from grpc_telemetry.endpoint import serve as serve_endpoint
 from grpc_telemetry.server import RpcTelemetry
+from grpc_telemetry.tracing import setup as setup_tracing
 
 log = logging.getLogger("accounts_service")
 SERVICE_NAME = accounts_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name
@@ -81,7 +84,7 @@ async def serve(
 ) -> None:
     """Runs until `stop` is set, then shuts down within the grace period."""
     observed = metrics.Metrics().with_process_collectors()
-    traces = tracing.setup(settings.otlp_endpoint, "accounts_service")
+    traces = setup_tracing(settings.otlp_endpoint, "accounts_service")
     health_servicer = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -165,12 +168,12 @@ async def serve(
         log.info("stopped")
 
 
-def serve_metrics(port: int, observed: metrics.Metrics) -> metrics.Endpoint | None:
+def serve_metrics(port: int, observed: metrics.Metrics) -> Endpoint | None:
     """GET /metrics on `port`, None when it is 0; SettingsError when the port is taken."""
     if port == 0:
         return None
     try:
-        endpoint = metrics.serve(port, observed.registry)
+        endpoint = serve_endpoint(port, observed.registry)
     except OSError as exc:
         raise SettingsError(f"ACCOUNTS_METRICS_PORT: cannot listen on {port}: {exc}") from exc
     log.info("metrics listening", extra={"metrics_port": endpoint.port})

@@ -6,10 +6,6 @@ component built without one records into a private registry that nobody scrapes.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -18,8 +14,6 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    disable_created_metrics,
-    start_http_server,
 )
 
 from grpc_telemetry.server import RpcMetrics
@@ -69,28 +63,3 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         return self
-
-
-@dataclass
-class Endpoint:
-    """The HTTP server answering GET /metrics, in a thread of its own."""
-
-    server: WSGIServer
-    thread: threading.Thread
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def serve(port: int, registry: CollectorRegistry) -> Endpoint:
-    """Serves `registry` on 0.0.0.0:`port`; raises OSError when the port is taken."""
-    # No *_created series: they would double the count for little use. (Untyped upstream.)
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    server, thread = start_http_server(port, registry=registry)
-    return Endpoint(server, thread)

@@ -17,8 +17,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
+from grpc_telemetry.endpoint import Endpoint
+from grpc_telemetry.endpoint import serve as serve_endpoint
 from grpc_telemetry.server import RpcTelemetry
-from imaging_service import bus, logs, metrics, tls, tracing
+from grpc_telemetry.tracing import setup as setup_tracing
+from imaging_service import bus, logs, metrics, tls
 from imaging_service.accounts_client import AccountsClient
 from imaging_service.consumer import Consumer, RetryPolicy
 from imaging_service.errors import StorageUnavailable
@@ -128,7 +131,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     grace = settings.shutdown_grace_seconds
     limits = Limits(max_bytes=settings.max_avatar_bytes, max_pixels=settings.max_pixels)
     observed = metrics.Metrics().with_process_collectors()
-    traces = tracing.setup(settings.otlp_endpoint, "imaging_service")
+    traces = setup_tracing(settings.otlp_endpoint, "imaging_service")
     async with AsyncExitStack() as stack:
         stack.push_async_callback(traces.shutdown)
         endpoint = serve_metrics(settings.metrics_port, observed)
@@ -208,12 +211,12 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     log.info("stopped")
 
 
-def serve_metrics(port: int, observed: metrics.Metrics) -> metrics.Endpoint | None:
+def serve_metrics(port: int, observed: metrics.Metrics) -> Endpoint | None:
     """GET /metrics on ``port``, None when it is 0; SettingsError when the port is taken."""
     if port == 0:
         return None
     try:
-        endpoint = metrics.serve(port, observed.registry)
+        endpoint = serve_endpoint(port, observed.registry)
     except OSError as exc:
         raise SettingsError(f"IMAGING_METRICS_PORT: cannot listen on {port}: {exc}") from exc
     log.info("metrics listening", extra={"metrics_port": endpoint.port})

@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,8 +22,6 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    disable_created_metrics,
-    start_http_server,
 )
 
 from grpc_telemetry.server import RpcMetrics
@@ -174,28 +169,3 @@ async def poll_queue(
             metrics.dead_letter_messages.set(stats.dead_lettered)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
-
-
-@dataclass
-class Endpoint:
-    """The HTTP server answering GET /metrics, in a thread of its own."""
-
-    server: WSGIServer
-    thread: threading.Thread
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_port)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def serve(port: int, registry: CollectorRegistry) -> Endpoint:
-    """Serves `registry` on 0.0.0.0:`port`; raises OSError when the port is taken."""
-    # No *_created series: they would double the count for little use. (Untyped upstream.)
-    disable_created_metrics()  # type: ignore[no-untyped-call]
-    server, thread = start_http_server(port, registry=registry)
-    return Endpoint(server, thread)

@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from accounts_service import settings as accounts_settings
 from accounts_service import tracing as accounts_tracing
+from grpc_telemetry import tracing as shared_tracing
 from imaging_service import settings as imaging_settings
-from imaging_service import tracing as imaging_tracing
 from imaging_service.metrics import Metrics, RenderProcesses, seconds_since, source_class
 
 BASE = {"INTERNAL_TOKEN": "t"}
@@ -67,9 +67,9 @@ def test_tracing_is_off_unless_an_otlp_endpoint_with_a_scheme_is_set() -> None:
         assert on.otlp_endpoint == "http://collector:4317"
         with pytest.raises(module.SettingsError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
             module.from_env(BASE | {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"})
-    assert accounts_tracing.setup("", "accounts_service") == accounts_tracing.OFF
-    assert imaging_tracing.setup("", "imaging_service") == imaging_tracing.OFF
-    assert accounts_tracing.OFF.tracer is None and accounts_tracing.OFF.provider is None
+    assert shared_tracing.setup("", "accounts_service") == shared_tracing.OFF
+    assert shared_tracing.setup("", "imaging_service") == shared_tracing.OFF
+    assert shared_tracing.OFF.tracer is None and shared_tracing.OFF.provider is None
 
 
 def test_without_a_span_there_is_no_traceparent_to_store() -> None:
