@@ -32,7 +32,7 @@ from accounts_service.settings import Settings, SettingsError, from_env
 from accounts_service.storage import Storage
 from accounts_service.users import Users
 from accounts_service.watch import ChangeHub, Watcher
-from grpc_telemetry.endpoint import Endpoint
+from grpc_telemetry.endpoint import add_process_collectors
 from grpc_telemetry.endpoint import serve as serve_endpoint
 from grpc_telemetry.server import RpcTelemetry
 from grpc_telemetry.tracing import setup as setup_tracing
@@ -83,7 +83,8 @@ async def serve(
     servicer_factory: Callable[[Users, Watcher, Storage], AccountsServicer] = AccountsServicer,
 ) -> None:
     """Runs until `stop` is set, then shuts down within the grace period."""
-    observed = metrics.Metrics().with_process_collectors()
+    observed = metrics.Metrics()
+    add_process_collectors(observed.registry)
     traces = setup_tracing(settings.otlp_endpoint, "accounts_service")
     health_servicer = health.aio.HealthServicer()
     for name in ("", SERVICE_NAME):
@@ -118,7 +119,9 @@ async def serve(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    endpoint = serve_metrics(settings.metrics_port, observed)  # a taken port stops us here
+    endpoint = serve_endpoint(
+        settings.metrics_port, observed.registry, "ACCOUNTS_METRICS_PORT", SettingsError
+    )  # a taken port stops us here
     port = add_port(server, settings)
     await server.start()
     log.info("listening", extra={"port": port, "settings": repr(settings)})
@@ -166,18 +169,6 @@ async def serve(
             endpoint.stop()
         await traces.shutdown()
         log.info("stopped")
-
-
-def serve_metrics(port: int, observed: metrics.Metrics) -> Endpoint | None:
-    """GET /metrics on `port`, None when it is 0; SettingsError when the port is taken."""
-    if port == 0:
-        return None
-    try:
-        endpoint = serve_endpoint(port, observed.registry)
-    except OSError as exc:
-        raise SettingsError(f"ACCOUNTS_METRICS_PORT: cannot listen on {port}: {exc}") from exc
-    log.info("metrics listening", extra={"metrics_port": endpoint.port})
-    return endpoint
 
 
 async def run(settings: Settings) -> None:

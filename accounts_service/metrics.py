@@ -10,10 +10,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    GCCollector,
     Histogram,
-    PlatformCollector,
-    ProcessCollector,
 )
 
 from grpc_telemetry.server import RpcMetrics
@@ -56,10 +53,3 @@ class Metrics:
             buckets=TOTAL_BUCKETS,
             registry=r,
         )
-
-    def with_process_collectors(self) -> Metrics:
-        """Adds process_* (process_start_time_seconds shows restarts) and python_* metrics."""
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
-        return self

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -79,16 +79,9 @@ def translated(
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
-        try:
+        async with _as_status(context, method.__name__):
             return await method(self, request, context)
-        except AccountsError as exc:
-            await abort(context, exc)
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            log.warning("database unavailable", extra={"error": str(exc)})
-            await abort(context, Unavailable("database unavailable, retry later"))
-        except asyncio.CancelledError:
-            log.info("call cancelled", extra={"method": method.__name__})
-            raise
+        raise AssertionError("unreachable")  # _as_status re-raises or aborts
 
     return wrapper
 
@@ -102,20 +95,31 @@ def translated_stream(
     async def wrapper(
         self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncGenerator[T, None]:
-        try:
-            async with contextlib.aclosing(method(self, request, context)) as items:
-                async for item in items:
-                    yield item
-        except AccountsError as exc:
-            await abort(context, exc)
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            log.warning("database unavailable", extra={"error": str(exc)})
-            await abort(context, Unavailable("database unavailable, retry later"))
-        except asyncio.CancelledError:
-            log.info("call cancelled", extra={"method": method.__name__})
-            raise
+        async with (
+            _as_status(context, method.__name__),
+            contextlib.aclosing(method(self, request, context)) as items,
+        ):
+            async for item in items:
+                yield item
 
     return wrapper
+
+
+@contextlib.asynccontextmanager
+async def _as_status(
+    context: grpc.aio.ServicerContext[Any, Any], method: str
+) -> AsyncIterator[None]:
+    """Our errors, and database outages, become gRPC statuses; a cancelled call is logged."""
+    try:
+        yield
+    except AccountsError as exc:
+        await abort(context, exc)
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        log.warning("database unavailable", extra={"error": str(exc)})
+        await abort(context, Unavailable("database unavailable, retry later"))
+    except asyncio.CancelledError:
+        log.info("call cancelled", extra={"method": method})
+        raise
 
 
 def avatar_of(request: Any) -> bytes | str | None:

@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
-from grpc_telemetry.endpoint import Endpoint
+from grpc_telemetry.endpoint import add_process_collectors
 from grpc_telemetry.endpoint import serve as serve_endpoint
 from grpc_telemetry.server import RpcTelemetry
 from grpc_telemetry.tracing import setup as setup_tracing
@@ -130,11 +130,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         stop = stop_on_signals()
     grace = settings.shutdown_grace_seconds
     limits = Limits(max_bytes=settings.max_avatar_bytes, max_pixels=settings.max_pixels)
-    observed = metrics.Metrics().with_process_collectors()
+    observed = metrics.Metrics()
+    add_process_collectors(observed.registry)
     traces = setup_tracing(settings.otlp_endpoint, "imaging_service")
     async with AsyncExitStack() as stack:
         stack.push_async_callback(traces.shutdown)
-        endpoint = serve_metrics(settings.metrics_port, observed)
+        endpoint = serve_endpoint(
+            settings.metrics_port, observed.registry, "IMAGING_METRICS_PORT", SettingsError
+        )
         if endpoint is not None:
             stack.callback(endpoint.stop)
         pool = RenderPool(
@@ -209,18 +212,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         stop.set()
         await asyncio.gather(drain_jobs(worker, consumer, grace), server.stop(grace), gauges)
     log.info("stopped")
-
-
-def serve_metrics(port: int, observed: metrics.Metrics) -> Endpoint | None:
-    """GET /metrics on ``port``, None when it is 0; SettingsError when the port is taken."""
-    if port == 0:
-        return None
-    try:
-        endpoint = serve_endpoint(port, observed.registry)
-    except OSError as exc:
-        raise SettingsError(f"IMAGING_METRICS_PORT: cannot listen on {port}: {exc}") from exc
-    log.info("metrics listening", extra={"metrics_port": endpoint.port})
-    return endpoint
 
 
 async def drain_jobs(worker: asyncio.Task[None], consumer: Consumer, grace: float) -> None:

@@ -18,10 +18,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    GCCollector,
     Histogram,
-    PlatformCollector,
-    ProcessCollector,
 )
 
 from grpc_telemetry.server import RpcMetrics
@@ -121,13 +118,6 @@ class Metrics:
             "Decoded megapixels of the renders admitted and not finished.",
             registry=r,
         )
-
-    def with_process_collectors(self) -> Metrics:
-        """Adds process_* (process_start_time_seconds shows restarts) and python_* metrics."""
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
-        return self
 
 
 class RenderProcesses:
