@@ -2,8 +2,9 @@
 #   docker build -t avatar-thumbnails:dev .
 #   docker run avatar-thumbnails:dev                                   # accounts (default)
 #   docker run avatar-thumbnails:dev python -m imaging_service         # imaging
-# Runtime dependencies come from requirements-runtime.lock (hashes, binary wheels only), made by
-# pip-compile from pyproject.toml within requirements.lock's versions (command in its header).
+# Runtime dependencies come from requirements-runtime.lock (hashes, binary wheels only but nkeys,
+# which is published only as source), made by pip-compile from pyproject.toml within
+# requirements.lock's versions (command in its header).
 
 FROM python:3.11-slim-trixie AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -11,8 +12,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_NO_INPUT=1
 WORKDIR /src
 COPY requirements-runtime.lock ./
+# nkeys (pure Python) is built with the lock's setuptools, installed first from its hashes, not
+# with whatever setuptools pip's build isolation would download unchecked.
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements-runtime.lock
+    && sed -n '/^setuptools==/,/^ *#/{/^ *#/!p}' requirements-runtime.lock > /tmp/build.txt \
+    && /opt/venv/bin/pip install --require-hashes --only-binary=:all: --no-deps -r /tmp/build.txt \
+    && /opt/venv/bin/pip install --require-hashes --only-binary=:all: --no-binary=nkeys \
+        --no-build-isolation -r requirements-runtime.lock
 # gen/ holds the generated accounts/imaging packages (pyproject.toml maps them from there);
 # devstack is copied only because pyproject.toml lists it among the packages.
 COPY pyproject.toml ./
@@ -21,6 +27,8 @@ COPY devstack ./devstack
 COPY accounts_service ./accounts_service
 COPY imaging_service ./imaging_service
 COPY grpc_telemetry ./grpc_telemetry
+COPY grpc_guard ./grpc_guard
+COPY image_policy ./image_policy
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation .
 
 FROM python:3.11-slim-trixie

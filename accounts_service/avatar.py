@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import io
 import warnings
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from PIL import Image, ImageFile, UnidentifiedImageError, features
+
+from image_policy.prescan import ScanLimits, TooComplex, prescan
 
 _SUBTYPES = {"MPO": "jpeg"}  # MIME subtype where it is not the lower-cased format name
 # What a header parser may raise on damaged input, beyond the SyntaxError, IndexError, TypeError
@@ -19,18 +22,17 @@ _ACCEPTED_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
 _OTHER_MAGIC = (b"II*\x00", b"MM\x00*", b"8BPS", b"\x00\x00\x01\x00", b"qoif", b"\xffO\xffQ")
 
 
-@dataclass(frozen=True)
-class AvatarLimits:
-    """Inclusive upload limits: exactly ``max_bytes`` or ``max_pixels`` is accepted."""
-
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 50_000_000
+# The upload policy both services share: bytes, pixels and the pre-scan's caps, all inclusive
+# (exactly ``max_bytes`` or ``max_pixels`` is accepted).
+AvatarLimits = ScanLimits
+_DEFAULT_LIMITS = AvatarLimits()
 
 
 class AvatarRejected(Exception):
     """The upload can never become an avatar. ``code``: EMPTY, TOO_LARGE, NOT_AN_IMAGE,
-    UNSUPPORTED_FORMAT, TOO_MANY_PIXELS, or TRUNCATED for a damaged header (cut pixel data is
-    only found by the renderer, which decodes); ``reason`` is for people."""
+    UNSUPPORTED_FORMAT, TOO_MANY_PIXELS, TOO_COMPLEX (past a cap of the structural pre-scan),
+    or TRUNCATED for a damaged header (cut pixel data is only found by the renderer, which
+    decodes); ``reason`` is for people."""
 
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(code, reason)
@@ -49,16 +51,22 @@ class AvatarInfo:
     height: int
 
 
-def inspect_avatar(data: bytes, limits: AvatarLimits = AvatarLimits()) -> AvatarInfo:
+def inspect_avatar(data: bytes, limits: AvatarLimits = _DEFAULT_LIMITS) -> AvatarInfo:
     """Identify ``data`` by content (never by name) and check the limits from its header alone.
 
     ``data`` must be the whole upload: Pillow's WebP and AVIF openers parse the complete
-    container, so a prefix of a larger WebP or AVIF file is refused as damaged.
+    container, so a prefix of a larger WebP or AVIF file is refused as damaged. Bounded work
+    (the pre-scan runs before Pillow parses anything), but blocking: from a coroutine, call
+    ``inspect_avatar_off_loop``.
     """
     if not data:
         raise AvatarRejected("EMPTY", "the upload is empty")
     if len(data) > limits.max_bytes:
         raise AvatarRejected("TOO_LARGE", f"{len(data):,} bytes is over {limits.max_bytes:,}")
+    try:
+        prescan(data, limits)
+    except TooComplex as exc:
+        raise AvatarRejected(exc.code, exc.reason) from exc
     img = _open_header(data)
     width, height = img.size
     if width * height > limits.max_pixels:
@@ -66,6 +74,11 @@ def inspect_avatar(data: bytes, limits: AvatarLimits = AvatarLimits()) -> Avatar
         raise AvatarRejected("TOO_MANY_PIXELS", reason)
     fmt = img.format or ""
     return AvatarInfo(fmt, f"image/{_SUBTYPES.get(fmt, fmt.lower())}", width, height)
+
+
+async def inspect_avatar_off_loop(data: bytes, limits: AvatarLimits) -> AvatarInfo:
+    """``inspect_avatar`` in a worker thread, so that the event loop never runs the check."""
+    return await asyncio.to_thread(inspect_avatar, data, limits)
 
 
 def _open_header(data: bytes) -> ImageFile.ImageFile:

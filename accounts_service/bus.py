@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Mapping
+from typing import Any
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from accounts_service.settings import NatsAuth, redact_url
+
 log = logging.getLogger(__name__)
+# Replies (publish acks) come to inboxes under this prefix, the only subjects the accounts NATS
+# user may subscribe to (deploy/k8s/overlays/dev/nats/authorization.conf).
+INBOX_PREFIX = "_INBOX.accounts"
 
 
 class PublishFailed(Exception):
@@ -20,8 +27,11 @@ class PublishFailed(Exception):
 class Bus:
     """One NATS connection that reconnects forever; `publish` waits for the PubAck."""
 
-    def __init__(self, url: str, publish_timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, publish_timeout: float = 2.0, auth: NatsAuth | None = None
+    ) -> None:
         self._url = url
+        self._auth = auth or NatsAuth()
         self._timeout = publish_timeout
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -36,7 +46,7 @@ class Bus:
             return
         try:
             nc = await nats.connect(
-                self._url,
+                **connect_options(self._url, self._auth),
                 name="accounts-outbox-relay",
                 connect_timeout=2,
                 reconnect_time_wait=1,
@@ -47,9 +57,10 @@ class Bus:
                 reconnected_cb=self._on_reconnected,
             )
         except (TimeoutError, nats.errors.Error, OSError) as exc:
-            raise PublishFailed(f"NATS unreachable at {self._url}: {exc!r}") from exc
+            where = redact_url(self._url)
+            raise PublishFailed(f"NATS unreachable at {where}: {exc!r}") from exc
         self._nc, self._js = nc, nc.jetstream()
-        log.info("nats connected", extra={"nats_url": self._url})
+        log.info("nats connected", extra={"nats_url": redact_url(self._url)})
 
     async def publish(
         self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = None
@@ -85,3 +96,23 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         log.info("nats reconnected")
+
+
+def connect_options(url: str, auth: NatsAuth) -> dict[str, Any]:
+    """nats.connect's keyword arguments for the servers in `url` (comma-separated) and `auth`.
+    Unset credentials stay None: an empty user or token would override those in the URL."""
+    options: dict[str, Any] = {
+        "servers": [server.strip() for server in url.split(",") if server.strip()],
+        "user": auth.user or None,
+        "password": auth.password or None,
+        "token": auth.token or None,
+        "nkeys_seed": auth.nkey_seed_file or None,
+        "user_credentials": auth.creds_file or None,
+        "inbox_prefix": INBOX_PREFIX,
+    }
+    if auth.tls_ca_file or auth.tls_cert_file:
+        context = ssl.create_default_context(cafile=auth.tls_ca_file or None)
+        if auth.tls_cert_file:
+            context.load_cert_chain(auth.tls_cert_file, auth.tls_key_file)
+        options["tls"] = context
+    return options

@@ -1,8 +1,15 @@
-"""Removes queued storage prefixes once due: deleted users, old avatar generations, stale uploads.
+"""Removes queued storage prefixes once due: deleted users, old avatar generations, stale
+uploads, and originals whose request never committed (see `guard_prefixes` in db.py).
 
 The queue is the `storage_cleanup` table, filled in the same transaction as the change that
 makes the objects obsolete; a row goes only after its objects are gone, so an S3 outage delays
-the removal and loses nothing. Several replicas may sweep at once (FOR UPDATE SKIP LOCKED).
+the removal and loses nothing. No transaction is open while S3 is called: a batch is leased
+(its `due_at` moved `lease_seconds` ahead, the attempt counted) in one short statement, the
+objects are removed with no connection held, then each row is deleted or postponed.
+
+Several replicas: the lease is taken with FOR UPDATE SKIP LOCKED, and a leased row is not due
+for the others, so each prefix is swept by one replica at a time; a replica that dies leaves
+its rows to the others when the lease runs out (removing objects twice is harmless).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import psycopg_pool
 from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db
-from accounts_service.errors import Unavailable
+from accounts_service.errors import AccountsError, Unavailable
 from accounts_service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -31,6 +38,11 @@ def generation_prefixes(user_id: uuid.UUID, generation: int) -> list[str]:
     return [f"avatars/{user_id}/{generation}/", f"thumbnails/{user_id}/{generation}/"]
 
 
+def original_prefix(user_id: uuid.UUID, generation: int) -> str:
+    """Where one generation's original is stored (results.original_key)."""
+    return f"avatars/{user_id}/{generation}/"
+
+
 class StorageCleaner:
     def __init__(
         self,
@@ -38,11 +50,13 @@ class StorageCleaner:
         storage: Storage,
         every_seconds: float,
         batch: int = 20,
+        lease_seconds: float = 120.0,
     ) -> None:
         self._pool = pool
         self._storage = storage
         self._every = every_seconds
         self._batch = batch
+        self._lease = lease_seconds
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -56,7 +70,7 @@ class StorageCleaner:
             try:
                 while await self.sweep() == self._batch:
                     pass
-            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            except (psycopg.Error, psycopg_pool.PoolTimeout, AccountsError) as exc:
                 log.warning("storage cleanup failed, will retry", extra={"error": str(exc)})
             waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
             try:
@@ -69,20 +83,28 @@ class StorageCleaner:
 
     async def sweep(self) -> int:
         """One batch of due prefixes; returns how many were claimed."""
-        async with self._pool.connection() as conn, conn.transaction():
-            due = await db.claim_cleanup(conn, self._batch)
-            for row in due:
-                try:
-                    removed = await self._storage.delete_prefix(row.prefix)
-                except Unavailable as exc:
-                    delay = min(300.0, self._every * 2 ** min(row.attempts, 6))
-                    await db.postpone_cleanup(conn, row.id, delay, str(exc))
-                    log.warning(
-                        "storage cleanup postponed",
-                        extra={"prefix": row.prefix, "error": str(exc), "in_s": delay},
-                    )
-                    continue
-                await db.finish_cleanup(conn, row.id)
-                if removed:
-                    log.info("objects removed", extra={"prefix": row.prefix, "count": removed})
+        async with self._pool.connection() as conn:
+            due = await db.claim_cleanup(conn, self._batch, self._lease)
+        done: list[int] = []
+        postponed: list[tuple[int, float, str]] = []
+        for row in due:
+            try:
+                removed = await self._storage.delete_prefix(row.prefix)
+            except Unavailable as exc:
+                delay = min(300.0, self._every * 2 ** min(row.attempts - 1, 6))
+                postponed.append((row.id, delay, str(exc)))
+                log.warning(
+                    "storage cleanup postponed",
+                    extra={"prefix": row.prefix, "error": str(exc), "in_s": delay},
+                )
+                continue
+            done.append(row.id)
+            if removed:
+                log.info("objects removed", extra={"prefix": row.prefix, "count": removed})
+        if due:
+            async with self._pool.connection() as conn:
+                for cleanup_id in done:
+                    await db.finish_cleanup(conn, cleanup_id)
+                for cleanup_id, delay, error in postponed:
+                    await db.postpone_cleanup(conn, cleanup_id, delay, error)
         return len(due)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import argparse
 import queue
+import random
 import sys
 import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
 from accounts.v1 import accounts_pb2, accounts_pb2_grpc
 
+from grpc_guard.status import retry_delay
+
 SAMPLE = Path(__file__).resolve().parent.parent / "docs" / "sample-avatar.jpg"
 STATUS = accounts_pb2.ThumbnailStatus.Name
+MAX_RETRIES = 5  # calls refused with RetryInfo (a busy server) are tried again this many times
 
 
 def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, Any]:
@@ -39,11 +44,57 @@ def _line(user: Any) -> str:
     return f"{user.id} {user.email} generation={user.avatar.generation} {status}{extra}"
 
 
+def busy_wait(
+    error: grpc.RpcError,
+    attempt: int,
+    deadline: float = float("inf"),
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Waits as long as the server asked (RetryInfo, plus up to a fifth more so that refused
+    callers do not all come back at once) and returns True; False at once if the error asks
+    for no retry, `attempt` retries were made already, or the wait would pass `deadline`
+    (time.monotonic())."""
+    delay = retry_delay(error)
+    if delay is None or attempt >= MAX_RETRIES or time.monotonic() + delay >= deadline:
+        return False
+    details = error.details() if isinstance(error, grpc.Call) else ""
+    print(f"server busy ({details}); retrying in {delay:g} s", file=sys.stderr)
+    sleep(delay * random.uniform(1.0, 1.2))
+    return True
+
+
+def with_retries(
+    method: Any, request: Any, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> Any:
+    """`method(request)`, tried again while the server refuses it with RetryInfo."""
+    attempt = 0
+    while True:
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            if not busy_wait(exc, attempt, sleep=sleep):
+                raise
+            attempt += 1
+
+
 def wait_settled(stub: Any, user_id: str, timeout: float, out: TextIO = sys.stdout) -> Any:
     """Follows WatchUser until READY or FAILED, printing each state change with the time since
-    the start (on a terminal also a live progress line); raises TimeoutError."""
+    the start (on a terminal also a live progress line); raises TimeoutError. A stream refused
+    with RetryInfo is opened again after the delay, within `timeout`."""
     started = time.monotonic()
-    call = stub.WatchUser(accounts_pb2.WatchUserRequest(id=user_id), timeout=timeout)
+    attempt = 0
+    while True:
+        try:
+            return _follow(stub, user_id, started, timeout, out)
+        except grpc.RpcError as exc:
+            if not busy_wait(exc, attempt, started + timeout):
+                raise
+            attempt += 1
+
+
+def _follow(stub: Any, user_id: str, started: float, timeout: float, out: TextIO) -> Any:
+    left = started + timeout - time.monotonic()
+    call = stub.WatchUser(accounts_pb2.WatchUserRequest(id=user_id), timeout=left)
     updates: queue.Queue[Any] = queue.Queue()
 
     def pump() -> None:
@@ -92,7 +143,8 @@ def save_thumbnails(user: Any, out: Path) -> list[Path]:
 
 
 def cmd_create(stub: Any, args: argparse.Namespace) -> int:
-    user = stub.CreateUser(
+    user = with_retries(
+        stub.CreateUser,
         accounts_pb2.CreateUserRequest(
             email=args.email, display_name=args.name, avatar_image=Path(args.image).read_bytes()
         ),
@@ -105,7 +157,7 @@ def cmd_create(stub: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_get(stub: Any, args: argparse.Namespace) -> int:
-    print(stub.GetUser(accounts_pb2.GetUserRequest(id=args.id), timeout=10))
+    print(with_retries(stub.GetUser, accounts_pb2.GetUserRequest(id=args.id), timeout=10))
     return 0
 
 
@@ -117,8 +169,10 @@ def cmd_watch(stub: Any, args: argparse.Namespace) -> int:
 def cmd_list(stub: Any, args: argparse.Namespace) -> int:
     token = ""
     while True:
-        page = stub.ListUsers(
-            accounts_pb2.ListUsersRequest(page_size=args.page_size, page_token=token), timeout=10
+        page = with_retries(
+            stub.ListUsers,
+            accounts_pb2.ListUsersRequest(page_size=args.page_size, page_token=token),
+            timeout=10,
         )
         for user in page.users:
             print(_line(user))
@@ -131,7 +185,8 @@ def cmd_demo(stub: Any, args: argparse.Namespace) -> int:
     image = Path(args.image)
     print(f"creating a user with avatar {image} ...", flush=True)
     started = time.monotonic()
-    user = stub.CreateUser(
+    user = with_retries(
+        stub.CreateUser,
         accounts_pb2.CreateUserRequest(
             email=f"demo-{uuid.uuid4().hex[:8]}@example.com",
             display_name="Demo User",

@@ -1,4 +1,9 @@
-"""PostgreSQL: every SQL statement of the accounts service lives here."""
+"""PostgreSQL: every SQL statement of the accounts service lives here, and the pool.
+
+No caller holds a connection, a row lock or an open transaction across a call to S3 or NATS:
+each use case reads and reserves in one short block, talks to the network with no connection,
+then commits in another short block (see users.py, outbox.py, cleanup.py).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,43 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
-from accounts_service.errors import AlreadyExists
+from accounts_service.errors import AlreadyExists, Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
 
 Conn = psycopg.AsyncConnection[Any]
 _MIGRATION_LOCK = 0x61766174  # pg_advisory_xact_lock key: several replicas may start at once
+POOL_RETRY_AFTER_SECONDS = 1.0  # each use case holds a connection for milliseconds
+
+
+class Pool(AsyncConnectionPool[Conn]):
+    """The connection pool, failing fast instead of queueing without bound.
+
+    Built with `max_waiting` and a short `timeout`. A caller refused a connection (past the
+    waiting queue, or its wait timed out) while every connection is lent out gets Overloaded:
+    retry shortly. One refused while connections are to spare finds PostgreSQL not answering
+    (the pool cannot open or check them): Unavailable.
+    """
+
+    lent = 0  # connections handed out and not given back (the constructor stays the library's)
+
+    async def getconn(self, timeout: float | None = None) -> Conn:  # noqa: ASYNC109 (its signature)
+        try:
+            conn = await super().getconn(timeout)
+        except (TooManyRequests, PoolTimeout) as exc:
+            if self.lent >= self.max_size:
+                raise Overloaded(
+                    POOL_RETRY_AFTER_SECONDS, "every database connection is busy"
+                ) from exc
+            raise Unavailable("database unavailable, retry later") from exc
+        self.lent += 1
+        return conn
+
+    async def putconn(self, conn: Conn) -> None:
+        self.lent -= 1
+        await super().putconn(conn)
 
 
 @dataclass(frozen=True)
@@ -35,8 +69,9 @@ class UserRow:
     thumbnails: dict[str, Any] | None
     failure_code: str
     failure_reason: str
-    request_id: str | None
-    request_hash: str | None
+    # Not compared either: pruning old request ids changes nothing a client sees.
+    request_id: str | None = field(compare=False)
+    request_hash: str | None = field(compare=False)
     create_time: datetime
     update_time: datetime
     # When thumbnails were last requested. Not part of the user's state: WatchUser compares
@@ -50,6 +85,7 @@ class OutboxRow:
     subject: str
     payload: bytes
     traceparent: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -224,6 +260,19 @@ async def set_avatar(
         return await cur.fetchone()
 
 
+async def reserve_generation(conn: Conn, user_id: uuid.UUID) -> int | None:
+    """A generation number no other UpdateAvatar of this user gets, above the current one
+    (None: no such user). Reserved before the original is stored under it, so concurrent
+    updates never write the same key; one that fails leaves a gap in the numbers."""
+    cur = await conn.execute(
+        "UPDATE users SET avatar_reserved = greatest(avatar_reserved, avatar_generation) + 1"
+        " WHERE id = %s RETURNING avatar_reserved",
+        (user_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
 async def set_pending(conn: Conn, user_id: uuid.UUID) -> UserRow | None:
     async with conn.cursor(row_factory=class_row(UserRow)) as cur:
         await cur.execute(
@@ -266,16 +315,23 @@ async def set_failure(
         return await cur.fetchone()
 
 
-async def claim_events(conn: Conn, limit: int) -> list[OutboxRow]:
-    """Locks up to `limit` unpublished events, oldest first; rows other relays hold are skipped."""
+async def claim_events(conn: Conn, limit: int, lease_seconds: float) -> list[OutboxRow]:
+    """Leases up to `limit` unpublished events, oldest first, for `lease_seconds`.
+
+    One statement that commits with the caller's block: the relay publishes with no lock held.
+    Rows another relay holds (locked now, or leased and not expired) are skipped; a relay that
+    dies mid-batch leaves its rows to the others once the lease runs out."""
     async with conn.cursor(row_factory=class_row(OutboxRow)) as cur:
         await cur.execute(
-            "SELECT event_id, subject, payload, traceparent FROM outbox"
-            " WHERE published_at IS NULL"
-            " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
-            (limit,),
+            "UPDATE outbox SET claimed_until = clock_timestamp() + make_interval(secs => %s)"
+            " WHERE event_id IN (SELECT event_id FROM outbox WHERE published_at IS NULL"
+            "   AND (claimed_until IS NULL OR claimed_until < clock_timestamp())"
+            "   ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " RETURNING event_id, subject, payload, traceparent, created_at",
+            (lease_seconds, limit),
         )
-        return await cur.fetchall()
+        rows = await cur.fetchall()
+    return sorted(rows, key=lambda r: r.created_at)
 
 
 async def mark_published(conn: Conn, event_ids: list[uuid.UUID]) -> list[float]:
@@ -283,8 +339,8 @@ async def mark_published(conn: Conn, event_ids: list[uuid.UUID]) -> list[float]:
     if not event_ids:
         return []
     cur = await conn.execute(
-        "UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1"
-        " WHERE event_id = ANY(%s)"
+        "UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1,"
+        " claimed_until = NULL WHERE event_id = ANY(%s)"
         " RETURNING extract(epoch FROM published_at - created_at)::float8",
         (event_ids,),
     )
@@ -296,6 +352,16 @@ async def record_publish_error(conn: Conn, event_ids: list[uuid.UUID], error: st
         await conn.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = %s WHERE event_id = ANY(%s)",
             (error[:500], event_ids),
+        )
+
+
+async def release_events(conn: Conn, event_ids: list[uuid.UUID]) -> None:
+    """Ends the lease of events not published, so any relay may try them at once."""
+    if event_ids:
+        await conn.execute(
+            "UPDATE outbox SET claimed_until = NULL"
+            " WHERE event_id = ANY(%s) AND published_at IS NULL",
+            (event_ids,),
         )
 
 
@@ -355,15 +421,45 @@ async def schedule_cleanup(conn: Conn, prefixes: list[str], delay_seconds: float
         )
 
 
-async def claim_cleanup(conn: Conn, limit: int) -> list[CleanupRow]:
-    """Locks up to `limit` due cleanups, oldest first; rows other replicas hold are skipped."""
+async def guard_prefixes(conn: Conn, prefixes: list[str], delay_seconds: float) -> list[int]:
+    """Queues the removal of `prefixes` `delay_seconds` from now and returns the row ids: written
+    before an original is stored, so a crash before the commit leaves no orphan. The commit
+    takes the rows back with `release_guard`."""
+    cur = await conn.execute(
+        "INSERT INTO storage_cleanup (prefix, due_at)"
+        " SELECT p, clock_timestamp() + make_interval(secs => %s) FROM unnest(%s::text[]) AS p"
+        " RETURNING id",
+        (delay_seconds, prefixes),
+    )
+    return [int(row[0]) for row in await cur.fetchall()]
+
+
+async def release_guard(conn: Conn, guard_ids: list[int]) -> bool:
+    """Takes back the cleanups `guard_prefixes` queued; False if any is due or was ever claimed
+    by the cleaner (the guarded objects may be gone: the caller must not commit)."""
+    cur = await conn.execute(
+        "DELETE FROM storage_cleanup WHERE id = ANY(%s)"
+        " AND attempts = 0 AND due_at > clock_timestamp()",
+        (guard_ids,),
+    )
+    return cur.rowcount == len(guard_ids)
+
+
+async def claim_cleanup(conn: Conn, limit: int, lease_seconds: float) -> list[CleanupRow]:
+    """Leases up to `limit` due cleanups, oldest first, counting the attempt.
+
+    The lease moves `due_at` `lease_seconds` ahead, so other replicas skip the rows while the
+    claimer removes objects with no lock held; if it dies, they become due again."""
     async with conn.cursor(row_factory=class_row(CleanupRow)) as cur:
         await cur.execute(
-            "SELECT id, prefix, attempts FROM storage_cleanup WHERE due_at <= clock_timestamp()"
-            " ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED",
-            (limit,),
+            "UPDATE storage_cleanup SET attempts = attempts + 1,"
+            " due_at = clock_timestamp() + make_interval(secs => %s)"
+            " WHERE id IN (SELECT id FROM storage_cleanup WHERE due_at <= clock_timestamp()"
+            "   ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, prefix, attempts",
+            (lease_seconds, limit),
         )
-        return await cur.fetchall()
+        return sorted(await cur.fetchall(), key=lambda r: r.id)
 
 
 async def finish_cleanup(conn: Conn, cleanup_id: int) -> None:
@@ -372,10 +468,46 @@ async def finish_cleanup(conn: Conn, cleanup_id: int) -> None:
 
 async def postpone_cleanup(conn: Conn, cleanup_id: int, delay_seconds: float, error: str) -> None:
     await conn.execute(
-        "UPDATE storage_cleanup SET attempts = attempts + 1, last_error = %s,"
+        "UPDATE storage_cleanup SET last_error = %s,"
         " due_at = clock_timestamp() + make_interval(secs => %s) WHERE id = %s",
         (error[:500], delay_seconds, cleanup_id),
     )
+
+
+async def prune_outbox(conn: Conn, older_than_seconds: float, limit: int) -> int:
+    """Deletes up to `limit` events published longer ago than that; returns how many."""
+    cur = await conn.execute(
+        "DELETE FROM outbox WHERE event_id IN (SELECT event_id FROM outbox"
+        " WHERE published_at < clock_timestamp() - make_interval(secs => %s)"
+        " ORDER BY published_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (older_than_seconds, limit),
+    )
+    return cur.rowcount
+
+
+async def prune_uploads(conn: Conn, unused_grace_seconds: float, limit: int) -> int:
+    """Deletes up to `limit` issued uploads: used ones once expired, unused ones
+    `unused_grace_seconds` after that (their object is removed by then); returns how many."""
+    cur = await conn.execute(
+        "DELETE FROM uploads WHERE object IN (SELECT object FROM uploads"
+        " WHERE expire_time < clock_timestamp() AND (used_by IS NOT NULL"
+        "   OR expire_time < clock_timestamp() - make_interval(secs => %s))"
+        " ORDER BY expire_time LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (unused_grace_seconds, limit),
+    )
+    return cur.rowcount
+
+
+async def prune_request_ids(conn: Conn, older_than_seconds: float, limit: int) -> int:
+    """Forgets the request ids of up to `limit` users created longer ago than that."""
+    cur = await conn.execute(
+        "UPDATE users SET request_id = NULL, request_hash = NULL WHERE id IN (SELECT id FROM users"
+        " WHERE request_id IS NOT NULL"
+        "   AND create_time < clock_timestamp() - make_interval(secs => %s)"
+        " ORDER BY create_time LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (older_than_seconds, limit),
+    )
+    return cur.rowcount
 
 
 async def listen(dsn: str, channel: str, application_name: str) -> Conn:

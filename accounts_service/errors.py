@@ -5,7 +5,8 @@ AccountsError
 ├── NotFound                                                      -> NOT_FOUND
 ├── AlreadyExists                                                 -> ALREADY_EXISTS
 ├── Unauthenticated                                               -> UNAUTHENTICATED
-└── Unavailable       (database or storage unreachable)           -> UNAVAILABLE
+├── Unavailable       (database or storage unreachable)           -> UNAVAILABLE
+└── Overloaded        (past a limit; retry_after_seconds)         -> RESOURCE_EXHAUSTED + RetryInfo
 """
 
 from __future__ import annotations
@@ -43,3 +44,14 @@ class Unauthenticated(AccountsError):
 
 class Unavailable(AccountsError):
     pass
+
+
+class Overloaded(AccountsError):
+    """Past a limit of this process (a full database pool, the upload rate): nothing was done,
+    and the caller may retry after `retry_after_seconds`."""
+
+    def __init__(
+        self, retry_after_seconds: float, message: str = "overloaded, retry later"
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

@@ -11,8 +11,14 @@ from datetime import UTC, datetime, timedelta
 from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db
-from accounts_service.avatar import AvatarInfo, AvatarLimits, AvatarRejected, inspect_avatar
-from accounts_service.errors import InvalidArgument, Unavailable
+from accounts_service.avatar import (
+    AvatarInfo,
+    AvatarLimits,
+    AvatarRejected,
+    inspect_avatar_off_loop,
+)
+from accounts_service.errors import InvalidArgument, Overloaded, Unavailable
+from accounts_service.ratelimit import TokenBucket
 from accounts_service.storage import Storage
 
 UPLOAD_TTL = timedelta(hours=1)
@@ -30,42 +36,46 @@ class Upload:
 
 class AvatarIntake:
     def __init__(
-        self, pool: AsyncConnectionPool[db.Conn], storage: Storage, limits: AvatarLimits
+        self,
+        pool: AsyncConnectionPool[db.Conn],
+        storage: Storage,
+        limits: AvatarLimits,
+        uploads: TokenBucket,
     ) -> None:
         self._pool = pool
         self._storage = storage
         self._limits = limits
+        self._uploads = uploads  # CreateAvatarUpload's rate: each one is a row and an object
 
-    def violations(self, avatar: Avatar | None) -> tuple[list[tuple[str, str]], str]:
+    async def violations(self, avatar: Avatar | None) -> tuple[list[tuple[str, str]], str]:
         """What is wrong with a request's avatar that can be told without I/O (it is missing,
         or inline bytes fail the header check), with the failure code; ([], "") if nothing."""
         if avatar is None:
             return [("avatar_image", "is required (or set avatar_object)")], ""
         if isinstance(avatar, bytes):
             try:
-                self.check(avatar, "avatar_image")
+                await self.check(avatar, "avatar_image")
             except InvalidArgument as exc:
                 return exc.violations, exc.code
         return [], ""
 
-    def check(self, data: bytes, field: str) -> AvatarInfo:
+    async def check(self, data: bytes, field: str) -> AvatarInfo:
         """Header only; InvalidArgument on `field` with the failure code."""
         try:
-            return inspect_avatar(data, self._limits)
+            return await inspect_avatar_off_loop(data, self._limits)
         except AvatarRejected as exc:
             raise InvalidArgument(field, exc.reason, exc.code) from exc
 
-    async def store(self, avatar: Avatar, key: str) -> str:
-        """Checks the avatar and stores it at `key`; returns its content type.
-
-        An upload key is accepted only if CreateAvatarUpload issued it and no user used it yet
-        (claiming it is the caller's job, inside its transaction).
+    async def store(self, source: bytes | db.UploadRow, key: str) -> str:
+        """Checks the avatar (inline bytes, or an upload as `issued` returned it) and stores
+        it at `key`; returns its content type. Storage only: call it with no database
+        connection held. Claiming the upload is the caller's job, inside its transaction.
         """
-        if isinstance(avatar, bytes):
-            info = self.check(avatar, "avatar_image")
-            await self._storage.put_original(key, avatar, info.content_type)
+        if isinstance(source, bytes):
+            info = await self.check(source, "avatar_image")
+            await self._storage.put_original(key, source, info.content_type)
             return info.content_type
-        upload = await self._check_issued(avatar)
+        upload, avatar = source, source.object
         stat = await self._storage.stat(avatar)
         if stat is None:
             raise InvalidArgument("avatar_object", "the upload never arrived", "SOURCE_MISSING")
@@ -81,7 +91,8 @@ class AvatarIntake:
                 f"is {stat.size} bytes, not the {upload.content_length} declared for the upload",
             )
         # The whole object: WebP and AVIF openers read the full file, not just a header.
-        info = self.check(await self._storage.read_head(avatar, stat.size), "avatar_object")
+        data = await self._storage.read_head(avatar, stat.size)
+        info = await self.check(data, "avatar_object")
         await self._storage.copy(avatar, key)
         return info.content_type
 
@@ -96,6 +107,8 @@ class AvatarIntake:
             )
         if violations:
             raise InvalidArgument.many(violations)
+        if wait := self._uploads.take():
+            raise Overloaded(wait, "too many uploads requested, retry later")
         key = f"uploads/{uuid.uuid4()}"
         expire_time = datetime.now(UTC) + UPLOAD_TTL
         async with self._pool.connection() as conn, conn.transaction():
@@ -110,11 +123,10 @@ class AvatarIntake:
         with contextlib.suppress(Unavailable):
             await self._storage.delete(key)
 
-    async def _check_issued(self, obj: str) -> db.UploadRow:
-        upload = None
-        if _UPLOAD_KEY.fullmatch(obj):
-            async with self._pool.connection() as conn:
-                upload = await db.get_upload(conn, obj)
+    async def issued(self, conn: db.Conn, obj: str) -> db.UploadRow:
+        """The upload row of `obj`, if CreateAvatarUpload issued it and no user used it yet;
+        else InvalidArgument on avatar_object."""
+        upload = await db.get_upload(conn, obj) if _UPLOAD_KEY.fullmatch(obj) else None
         if upload is None:
             raise InvalidArgument("avatar_object", "was not issued by CreateAvatarUpload")
         if upload.used_by is not None:

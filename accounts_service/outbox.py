@@ -1,8 +1,13 @@
-"""The outbox relay: claim unpublished events, publish with Nats-Msg-Id, mark them published.
+"""The outbox relay: lease unpublished events, publish with Nats-Msg-Id, mark them published.
 
-A crash between publish and mark only makes a duplicate, which JetStream drops by its
-Nats-Msg-Id within the stream's duplicate window. Several replicas may run the relay at once:
-rows are claimed with FOR UPDATE SKIP LOCKED. The relay wakes on LISTEN/NOTIFY and also polls.
+No transaction is open while NATS is called: a batch is leased by one UPDATE (committed at
+once), published with no connection held, then marked published (or released) in a second
+short statement. A crash between publish and mark only makes a duplicate, which JetStream drops
+by its Nats-Msg-Id within the stream's duplicate window (the lease is far shorter).
+
+Several replicas: each leases rows with FOR UPDATE SKIP LOCKED and skips rows leased by
+another until that lease runs out, so every event goes out once, and a dead relay's batch is
+taken over after `lease_seconds`. The relay wakes on LISTEN/NOTIFY and also polls.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import psycopg
 import psycopg_pool
@@ -18,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db
 from accounts_service.bus import Bus, PublishFailed
+from accounts_service.errors import AccountsError
 from accounts_service.metrics import Metrics
 from accounts_service.tracing import producer_span
 
@@ -36,6 +43,7 @@ class OutboxRelay:
         batch: int = 100,
         metrics: Metrics | None = None,
         tracer: trace.Tracer | None = None,
+        lease_seconds: float = 30.0,
     ) -> None:
         self._pool = pool
         self._metrics = metrics or Metrics()
@@ -44,6 +52,7 @@ class OutboxRelay:
         self._dsn = database_url
         self._poll = poll_seconds
         self._batch = batch
+        self._lease = lease_seconds
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -55,7 +64,7 @@ class OutboxRelay:
                 self._wake.clear()
                 try:
                     sent = await self.publish_pending()
-                except (PublishFailed, psycopg.Error) as exc:
+                except (PublishFailed, psycopg.Error, AccountsError) as exc:
                     if isinstance(exc, PublishFailed):  # PostgreSQL answers: count what waits
                         await self._count_backlog()
                     failures += 1
@@ -77,23 +86,35 @@ class OutboxRelay:
                 await listener
 
     async def publish_pending(self) -> int:
-        """Publishes one batch; returns how many events went out."""
-        async with self._pool.connection() as conn, conn.transaction():
-            rows = await db.claim_events(conn, self._batch)
-            sent: list[db.OutboxRow] = []
+        """Publishes one batch; returns how many events went out. Raises PublishFailed (after
+        marking what went out) when NATS refuses one."""
+        async with self._pool.connection() as conn:
+            rows = await db.claim_events(conn, self._batch, self._lease)
+        if not rows:
+            return 0
+        # Stop well inside the lease, so no other relay takes these rows while we publish.
+        deadline = time.monotonic() + self._lease / 2
+        sent: list[db.OutboxRow] = []
+        failure: PublishFailed | None = None
+        for row in rows:
+            if time.monotonic() > deadline:
+                break
             try:
-                for row in rows:
-                    await self._publish(row)
-                    sent.append(row)
+                await self._publish(row)
             except PublishFailed as exc:
-                self._metrics.outbox_publish_errors.inc()
-                failed = [r.event_id for r in rows[len(sent) :]]
-                await db.record_publish_error(conn, failed[:1], str(exc))
-                await self._mark(conn, sent)
-                self._log_sent(sent)
-                raise
+                failure = exc
+                break
+            sent.append(row)
+        unsent = [r.event_id for r in rows[len(sent) :]]
+        async with self._pool.connection() as conn:
             await self._mark(conn, sent)
+            if failure is not None:
+                await db.record_publish_error(conn, unsent[:1], str(failure))
+            await db.release_events(conn, unsent)
         self._log_sent(sent)
+        if failure is not None:
+            self._metrics.outbox_publish_errors.inc()
+            raise failure
         return len(sent)
 
     async def _publish(self, row: db.OutboxRow) -> None:
@@ -112,7 +133,7 @@ class OutboxRelay:
         try:
             async with self._pool.connection() as conn:
                 self._metrics.outbox_unpublished.set(await db.pending_events(conn))
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        except (psycopg.Error, psycopg_pool.PoolTimeout, AccountsError) as exc:
             log.debug("outbox backlog not counted", extra={"error": str(exc)})
 
     @staticmethod

@@ -3,6 +3,10 @@
 It closes the gaps a lost message, an exhausted retry budget or an operator mistake (a purged
 stream, a deleted consumer) could leave: no user stays PENDING forever. The event repeats the
 user's current generation, so a duplicate costs at most one render and changes nothing.
+
+A sweep is one short transaction with no network call in it (the events go to the outbox; the
+relay publishes them). Several replicas: stalled users are locked with FOR UPDATE SKIP LOCKED,
+so each is re-requested by one replica, and once it has an event waiting, by none.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import psycopg_pool
 from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db
+from accounts_service.errors import AccountsError
 from accounts_service.events import request_thumbnails
 
 log = logging.getLogger(__name__)
@@ -40,7 +45,7 @@ class Reconciler:
             try:
                 while await self.sweep() == self._batch:
                     pass
-            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            except (psycopg.Error, psycopg_pool.PoolTimeout, AccountsError) as exc:
                 log.warning("reconciler sweep failed, will retry", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._every)

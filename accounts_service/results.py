@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from accounts_service.errors import InvalidArgument
+from accounts_service.validation import has_control
 
 SIZES = {"small": 100, "medium": 200, "large": 400}
 FAILURE_CODES = frozenset(
     {"EMPTY", "NOT_AN_IMAGE", "TRUNCATED", "UNSUPPORTED_FORMAT", "TOO_MANY_PIXELS", "TOO_LARGE",
-     "SOURCE_MISSING", "GAVE_UP"}
+     "TOO_COMPLEX", "SOURCE_MISSING", "GAVE_UP"}
 )  # fmt: skip
 
 
@@ -35,6 +36,8 @@ class RenderedThumbnail:
 def checked_failure(code: str, reason: str) -> tuple[str, str]:
     if code not in FAILURE_CODES:
         raise InvalidArgument("failure.code", f"must be one of {', '.join(sorted(FAILURE_CODES))}")
+    if has_control(reason):  # PostgreSQL refuses NUL; clients show the reason as it is
+        raise InvalidArgument("failure.reason", "must not contain control characters")
     return code, reason[:1000] or code
 
 

@@ -22,6 +22,7 @@ from accounts_service.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
+    Overloaded,
     Unauthenticated,
     Unavailable,
 )
@@ -29,6 +30,7 @@ from accounts_service.results import SIZES, RenderedThumbnail
 from accounts_service.storage import Storage
 from accounts_service.users import Users
 from accounts_service.watch import Watcher
+from grpc_guard import status as guard_status
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "accounts.v1"
@@ -39,6 +41,7 @@ _CODES: dict[type[AccountsError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 _STATUS = {
     "PENDING": accounts_pb2.THUMBNAIL_STATUS_PENDING,
@@ -50,7 +53,12 @@ T = TypeVar("T")
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: AccountsError) -> NoReturn:
-    """Aborts with the mapped code, plus BadRequest/ErrorInfo details for invalid arguments."""
+    """Aborts with the mapped code, plus BadRequest/ErrorInfo details for invalid arguments and
+    RetryInfo for a limit reached."""
+    if isinstance(exc, Overloaded):
+        await guard_status.abort(
+            context, guard_status.resource_exhausted(str(exc), exc.retry_after_seconds)
+        )
     code = _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
     status = status_pb2.Status(code=code.value[0], message=str(exc))
     if isinstance(exc, InvalidArgument):

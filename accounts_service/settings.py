@@ -3,18 +3,84 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+import nkeys
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from image_policy.prescan import ScanLimits
+
+REDACTED = "[redacted]"
+_SCAN = ScanLimits()
+# A comma followed by a scheme starts the next URL of a list (nats://a:4222,nats://b:4222); other
+# commas belong to one URL (postgresql://h1:5432,h2:5433/db).
+_NEXT_URL = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+_KEPT_CONNINFO_KEYS = ("host=", "hostaddr=", "port=", "dbname=")
+
+
+_NKEY_SEED = re.compile(r"\bSU[A-Z2-7]{56}\b")  # a user seed, alone or in a .creds file
 
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names it."""
 
 
+def redact_url(value: str) -> str:
+    """`value` without credentials, for logs: scheme://host:port/path of each URL of a
+    comma-separated list, with no user, password, query or fragment (where libpq takes
+    `password=` and `sslpassword=`); a key=value connection string keeps host, port and dbname.
+    Kept in step with imaging_service.settings.redact_url (tests/unit/test_secret_settings.py)."""
+    if "://" not in value:
+        return " ".join(p for p in value.split() if p.startswith(_KEPT_CONNINFO_KEYS))
+    return ",".join(_redact_one(url) for url in _NEXT_URL.split(value.strip()))
+
+
+def _redact_one(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    before_query = re.split(r"[?#]", rest, maxsplit=1)[0]
+    return f"{scheme}://{before_query.rpartition('@')[2]}"
+
+
+def _url_secrets(value: str) -> list[str]:
+    """Passwords in the userinfo of each URL of a list, and a user alone (NATS takes that as a
+    token)."""
+    found = []
+    for url in _NEXT_URL.split(value.strip()):
+        try:
+            parts = urlsplit(url)
+            user, password = parts.username, parts.password
+        except ValueError:
+            continue
+        found.append(password if password is not None else (user or ""))
+    return [s for s in found if s]
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """How the service proves itself to NATS and checks NATS' certificate: at most one of
+    user/password, token, NKey seed file or creds file (else credentials in NATS_URL, if any),
+    plus TLS with a CA file and a client certificate. repr shows no password or token."""
+
+    user: str = ""
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    nkey_seed_file: str = ""
+    creds_file: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
-    nats_url: str
+    """repr (the start-up log line) shows URLs without credentials and no secret at all."""
+
+    database_url: str  # may carry a password, sslmode, sslrootcert (libpq query parameters)
+    nats_url: str  # may carry user:password or a token
     s3_endpoint: str
     s3_public_endpoint: str
     s3_access_key: str = field(repr=False)
@@ -35,14 +101,71 @@ class Settings:
     db_pool_size: int
     shutdown_grace_seconds: float
     log_level: str
+    # Caps of the structural pre-scan of uploads (image_policy.ScanLimits, which says why these
+    # defaults); past one an image is refused with TOO_COMPLEX.
+    max_segments: int = _SCAN.max_segments  # segments, chunks, blocks, boxes before 1st frame
+    max_metadata_bytes: int = _SCAN.max_metadata_bytes  # EXIF, ICC, XMP, text, in total
+    max_scans: int = _SCAN.max_scans  # progressive scans in a JPEG frame
+    max_frames: int = _SCAN.max_frames  # animation frames
+    max_blocks: int = _SCAN.max_blocks  # structures walked in the whole file
     public_base_url: str = ""  # plain thumbnail URLs under it (a CDN); "" = presigned GETs
     old_generation_grace_seconds: float = 86400.0
     cleanup_every_seconds: float = 5.0
+    db_pool_max_waiting: int = 32  # callers queued for a connection; past it RESOURCE_EXHAUSTED
+    db_pool_timeout_seconds: float = 2.0  # the longest wait for a connection
+    uploads_per_second: float = 10.0  # CreateAvatarUpload per process: a token bucket's rate
+    upload_burst: int = 50  # and its size
+    prune_every_seconds: float = 300.0  # pruning of outbox events, uploads and request ids
+    outbox_retention_seconds: float = 3600.0  # published events kept this long
+    request_id_retention_seconds: float = 86400.0  # the contract: at least 24 h
     tls_cert_file: str = ""  # server TLS when set, with tls_key_file
     tls_key_file: str = ""
     tls_client_ca_file: str = ""  # when set, clients must present a certificate it signed
     metrics_port: int = 9101  # Prometheus /metrics over HTTP; 0: no metrics endpoint
     otlp_endpoint: str = ""  # OpenTelemetry traces go there over OTLP/gRPC; "": tracing off
+    nats_auth: NatsAuth = NatsAuth()
+    s3_ca_file: str = ""  # CA bundle for HTTPS to S3; "": the system's (certifi) CAs
+    # libpq reads PGPASSWORD itself; it is kept here only so that no log line shows it.
+    libpq_password: str = field(default="", repr=False)
+    # In-flight limits (grpc_guard); past one a call gets RESOURCE_EXHAUSTED with RetryInfo.
+    # Defaults measured to keep the process under 512 MiB RSS (README, "Hostile input and limits").
+    max_concurrent_rpcs: int = 64  # calls in flight, WatchUser streams, health and reflection aside
+    max_concurrent_uploads: int = 16  # CreateUser and UpdateAvatar calls (they carry avatars)
+    # Serialized requests held in memory; an upload counts as MAX_AVATAR_BYTES until it arrives.
+    max_request_bytes_in_flight: int = 96 * 1024 * 1024
+    max_watch_streams: int = 1000  # WatchUser streams
+    max_requests_receiving: int = 2  # other requests being received (each up to the gRPC limit)
+    # HTTP/2 streams one connection may have open; more wait in the client. Above the WatchUser
+    # cap, so that one client reaches the limits above (and gets RESOURCE_EXHAUSTED) instead.
+    max_streams_per_connection: int = 1024
+    retry_after_seconds: float = 1.0  # the RetryInfo delay sent with RESOURCE_EXHAUSTED
+    keepalive_seconds: float = 30.0  # idle connections pinged this often; a dead peer is
+    keepalive_timeout_seconds: float = 10.0  # dropped (with its streams) after this long
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("database_url", "nats_url"):
+                shown.append(f"{f.name}={redact_url(value)!r}")
+            elif f.repr:
+                shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value, for the log filter that keeps them out of log lines."""
+        conninfo = conninfo_to_dict(self.database_url)
+        found = [
+            str(conninfo.get("password") or ""),
+            str(conninfo.get("sslpassword") or ""),
+            *_url_secrets(self.nats_url),
+            self.nats_auth.password,
+            self.nats_auth.token,
+            self.s3_secret_key,
+            self.internal_token,
+            self.libpq_password,
+        ]
+        return tuple(s for s in found if s)
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -63,6 +186,20 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{key} must be a number, got {raw!r}") from None
+
+
+def _int_at_least(env: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+    value = _int(env, key, default)
+    if value < minimum:
+        raise SettingsError(f"{key} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float_at_least(env: Mapping[str, str], key: str, default: float, minimum: float) -> float:
+    value = _float(env, key, default)
+    if value < minimum:
+        raise SettingsError(f"{key} must be at least {minimum}, got {value}")
+    return value
 
 
 def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
@@ -101,6 +238,71 @@ def _tls_files(env: Mapping[str, str]) -> tuple[str, str, str]:
     return cert, key, client_ca
 
 
+def _database_url(env: Mapping[str, str]) -> str:
+    """libpq's own variables (PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, ...) still apply to what
+    the URL leaves out; libpq reads them itself."""
+    value = env.get("DATABASE_URL", "").strip() or "postgresql://postgres@127.0.0.1:5432/avatars"
+    try:
+        conninfo_to_dict(value)
+    except psycopg.Error:
+        # libpq's message quotes the part it could not parse, which may be the password.
+        raise SettingsError("DATABASE_URL is not a valid PostgreSQL URL or conninfo") from None
+    return value
+
+
+def _nats_auth(env: Mapping[str, str]) -> NatsAuth:
+    auth = NatsAuth(
+        user=env.get("NATS_USER", "").strip(),
+        password=env.get("NATS_PASSWORD", "").strip(),
+        token=env.get("NATS_TOKEN", "").strip(),
+        nkey_seed_file=_file(env, "NATS_NKEY_SEED_FILE"),
+        creds_file=_file(env, "NATS_CREDS_FILE"),
+        tls_ca_file=_file(env, "NATS_TLS_CA_FILE"),
+        tls_cert_file=_file(env, "NATS_TLS_CERT_FILE"),
+        tls_key_file=_file(env, "NATS_TLS_KEY_FILE"),
+    )
+    check_nats_auth(auth)
+    return auth
+
+
+def check_nats_auth(auth: NatsAuth) -> None:
+    """Raises SettingsError for a half or ambiguous NATS credential. Kept in step with
+    imaging_service.settings.check_nats_auth (tests/unit/test_secret_settings.py)."""
+    if bool(auth.user) != bool(auth.password):
+        raise SettingsError("NATS_USER and NATS_PASSWORD must be set together")
+    if bool(auth.tls_cert_file) != bool(auth.tls_key_file):
+        raise SettingsError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE must be set together")
+    chosen = [
+        key
+        for key, value in (
+            ("NATS_USER", auth.user),
+            ("NATS_TOKEN", auth.token),
+            ("NATS_NKEY_SEED_FILE", auth.nkey_seed_file),
+            ("NATS_CREDS_FILE", auth.creds_file),
+        )
+        if value
+    ]
+    if len(chosen) > 1:
+        raise SettingsError(f"set only one NATS credential, got {' and '.join(chosen)}")
+    if auth.nkey_seed_file:
+        _check_seed("NATS_NKEY_SEED_FILE", auth.nkey_seed_file)
+    if auth.creds_file:
+        _check_seed("NATS_CREDS_FILE", auth.creds_file)
+
+
+def _check_seed(key: str, path: str) -> None:
+    """A seed that does not parse fails at start, not at the first publish; the message never
+    quotes the file's content."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            found = _NKEY_SEED.search(file.read())
+        if found is None:
+            raise ValueError("no seed")
+        nkeys.from_seed(found[0].encode())
+    except (OSError, ValueError, nkeys.NkeysError):
+        raise SettingsError(f"{key} holds no valid NATS user NKey seed: {path!r}") from None
+
+
 def _base_url(env: Mapping[str, str]) -> str:
     value = env.get("PUBLIC_BASE_URL", "").strip()
     if value and not value.startswith(("http://", "https://")):
@@ -118,7 +320,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError("MAX_MESSAGE_BYTES must be larger than MAX_AVATAR_BYTES")
     tls_cert, tls_key, tls_client_ca = _tls_files(env)
     return Settings(
-        database_url=env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/avatars"),
+        database_url=_database_url(env),
         nats_url=env.get("NATS_URL", "nats://127.0.0.1:4222"),
         s3_endpoint=s3_endpoint,
         s3_public_endpoint=env.get("S3_PUBLIC_ENDPOINT", "") or s3_endpoint,
@@ -132,6 +334,11 @@ def from_env(env: Mapping[str, str]) -> Settings:
         port=_int(env, "ACCOUNTS_PORT", 50051),
         max_avatar_bytes=max_avatar_bytes,
         max_pixels=_int(env, "MAX_PIXELS", 50_000_000),
+        max_segments=_int_at_least(env, "MAX_SEGMENTS", _SCAN.max_segments, 1),
+        max_metadata_bytes=_int_at_least(env, "MAX_METADATA_BYTES", _SCAN.max_metadata_bytes, 0),
+        max_scans=_int_at_least(env, "MAX_SCANS", _SCAN.max_scans, 1),
+        max_frames=_int_at_least(env, "MAX_FRAMES", _SCAN.max_frames, 1),
+        max_blocks=_int_at_least(env, "MAX_BLOCKS", _SCAN.max_blocks, 1),
         max_message_bytes=max_message_bytes,
         url_expiry_seconds=_int(env, "URL_EXPIRY_SECONDS", 3600),
         relay_poll_seconds=_float(env, "OUTBOX_POLL_SECONDS", 2.0),
@@ -143,11 +350,34 @@ def from_env(env: Mapping[str, str]) -> Settings:
         public_base_url=_base_url(env),
         old_generation_grace_seconds=_float(env, "OLD_GENERATION_GRACE_SECONDS", 86400.0),
         cleanup_every_seconds=_float(env, "CLEANUP_EVERY_SECONDS", 5.0),
+        db_pool_max_waiting=_int_at_least(env, "DB_POOL_MAX_WAITING", 32, 1),
+        db_pool_timeout_seconds=_float_at_least(env, "DB_POOL_TIMEOUT_SECONDS", 2.0, 0.1),
+        uploads_per_second=_float_at_least(env, "UPLOADS_PER_SECOND", 10.0, 0.001),
+        upload_burst=_int_at_least(env, "UPLOAD_BURST", 50, 1),
+        prune_every_seconds=_float_at_least(env, "PRUNE_EVERY_SECONDS", 300.0, 1.0),
+        outbox_retention_seconds=_float_at_least(env, "OUTBOX_RETENTION_SECONDS", 3600.0, 0.0),
+        request_id_retention_seconds=_float_at_least(
+            env, "REQUEST_ID_RETENTION_SECONDS", 86400.0, 86400.0
+        ),
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
         tls_client_ca_file=tls_client_ca,
         metrics_port=_port(env, "ACCOUNTS_METRICS_PORT", 9101),
         otlp_endpoint=_otlp_endpoint(env),
+        nats_auth=_nats_auth(env),
+        s3_ca_file=_file(env, "S3_CA_FILE"),
+        libpq_password=env.get("PGPASSWORD", ""),
+        max_concurrent_rpcs=_int_at_least(env, "MAX_CONCURRENT_RPCS", 64, 1),
+        max_concurrent_uploads=_int_at_least(env, "MAX_CONCURRENT_UPLOADS", 16, 1),
+        max_request_bytes_in_flight=_int_at_least(  # room for one avatar at the limit
+            env, "MAX_REQUEST_BYTES_IN_FLIGHT", 96 * 1024 * 1024, max_avatar_bytes + 64 * 1024
+        ),
+        max_watch_streams=_int_at_least(env, "MAX_WATCH_STREAMS", 1000, 1),
+        max_requests_receiving=_int_at_least(env, "MAX_REQUESTS_RECEIVING", 2, 1),
+        max_streams_per_connection=_int_at_least(env, "MAX_STREAMS_PER_CONNECTION", 1024, 1),
+        retry_after_seconds=_float_at_least(env, "RETRY_AFTER_SECONDS", 1.0, 0.001),
+        keepalive_seconds=_float_at_least(env, "KEEPALIVE_SECONDS", 30.0, 1.0),
+        keepalive_timeout_seconds=_float_at_least(env, "KEEPALIVE_TIMEOUT_SECONDS", 10.0, 1.0),
     )
 
 

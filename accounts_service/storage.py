@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
 from urllib.parse import quote
 
+import certifi
 import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
@@ -31,12 +32,15 @@ class ObjectInfo:
     content_type: str
 
 
-def _http_client() -> urllib3.PoolManager:
+def _http_client(secure: bool, ca_file: str) -> urllib3.PoolManager:
+    """HTTPS checks S3's certificate against `ca_file` (S3_CA_FILE), else certifi's CAs."""
     # minio's default retries for minutes when S3 is down; callers want a prompt UNAVAILABLE.
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=3.0, read=30.0),
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
         maxsize=16,
+        cert_reqs="CERT_REQUIRED" if secure else None,
+        ca_certs=(ca_file or certifi.where()) if secure else None,
     )
 
 
@@ -54,7 +58,7 @@ class Storage:
             secret_key=settings.s3_secret_key,
             secure=settings.s3_secure,
             region=settings.s3_region,
-            http_client=_http_client(),
+            http_client=_http_client(settings.s3_secure, settings.s3_ca_file),
         )
         # Presigning is offline; URLs must name the endpoint as clients reach it.
         self._public = Minio(

@@ -1,4 +1,9 @@
-"""Use cases of the accounts service: each one a short function over db, storage and events."""
+"""Use cases of the accounts service: each one a short function over db, storage and events.
+
+A use case holds at most one pool connection at a time and none across a call to S3: it reads
+(and queues the removal of what it is about to store) in one short block, stores the original
+with no connection held, then commits in one short transaction.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,13 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from accounts_service import db, validation
-from accounts_service.cleanup import StorageCleaner, generation_prefixes, user_prefixes
-from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound
+from accounts_service.cleanup import (
+    StorageCleaner,
+    generation_prefixes,
+    original_prefix,
+    user_prefixes,
+)
+from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from accounts_service.events import request_thumbnails
 from accounts_service.intake import Avatar, AvatarIntake, Upload
 from accounts_service.metrics import Metrics
@@ -26,6 +36,12 @@ log = logging.getLogger(__name__)
 # A job already running when its user is deleted may still write thumbnails (it takes them
 # back once accounts answers NOT_FOUND); a second sweep catches what a crash left behind.
 LATE_SWEEP_SECONDS = 600.0
+# An original is stored before the transaction that adopts it commits; the removal queued
+# beforehand (taken back by that commit) clears it after this long if the commit never comes.
+ORPHAN_GRACE_SECONDS = 3600.0
+# UpdateAvatar calls on one user that commit out of order: the later commit moves its original
+# to a fresh generation and tries again, this many times at most.
+MAX_GENERATION_RACES = 8
 
 
 class Users:
@@ -54,7 +70,7 @@ class Users:
         publishes nothing; with a different body it is INVALID_ARGUMENT on request_id.
         """
         violations = validation.new_user_violations(email, display_name, request_id)
-        avatar_violations, code = self._intake.violations(avatar)
+        avatar_violations, code = await self._intake.violations(avatar)
         violations += avatar_violations
         if violations or avatar is None:
             raise InvalidArgument.many(violations, code)
@@ -62,26 +78,33 @@ class Users:
         fingerprint = (
             validation.request_fingerprint(email, display_name, avatar) if request_id else ""
         )
-        if request_id and (earlier := await self._replay(request_id, fingerprint)):
-            return earlier
-        async with self._pool.connection() as conn:
-            taken = await db.email_taken(conn, email)
-        if taken:
-            if request_id and (earlier := await self._replay(request_id, fingerprint)):
-                return earlier  # a concurrent retry of this request won meanwhile
-            raise AlreadyExists(f"email {email!r} is already taken")
         user_id = uuid.uuid4()
         key = original_key(user_id, 1)
-        content_type = await self._store(avatar, key)
+        async with self._pool.connection() as conn:
+            if request_id and (earlier := await self._replay(conn, request_id, fingerprint)):
+                return earlier
+            if await db.email_taken(conn, email):
+                if request_id and (earlier := await self._replay(conn, request_id, fingerprint)):
+                    return earlier  # a concurrent retry of this request won meanwhile
+                raise AlreadyExists(f"email {email!r} is already taken")
+            source = await self._source(conn, avatar)
+            guard = await db.guard_prefixes(
+                conn, [original_prefix(user_id, 1)], ORPHAN_GRACE_SECONDS
+            )
+        content_type = await self._store(source, key)
         try:
             user = await self._insert(
-                user_id, email, display_name, key, content_type, avatar, request_id, fingerprint
-            )
+                user_id, email, display_name, key, content_type, avatar, request_id, fingerprint,
+                guard,
+            )  # fmt: skip
         except (psycopg.errors.UniqueViolation, AlreadyExists):
             # A concurrent retry of the same request_id may have won (its email is ours too).
             await self._intake.discard(key)
-            if request_id and (earlier := await self._replay(request_id, fingerprint)):
-                return earlier
+            if request_id:
+                async with self._pool.connection() as conn:
+                    earlier = await self._replay(conn, request_id, fingerprint)
+                if earlier:
+                    return earlier
             raise
         except BaseException:
             await self._intake.discard(key)
@@ -100,6 +123,7 @@ class Users:
         avatar: Avatar,
         request_id: str,
         fingerprint: str,
+        guard: list[int],
     ) -> db.UserRow:
         async with self._pool.connection() as conn, conn.transaction():
             if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, user_id):
@@ -114,14 +138,19 @@ class Users:
                 request_id=request_id or None,
                 request_hash=fingerprint if request_id else None,
             )
+            await _take_back(conn, guard)
             event_id = await request_thumbnails(conn, user)
         log.info("user created", extra={"user_id": str(user_id), "event_id": str(event_id)})
         return user
 
-    async def _store(self, avatar: Avatar, key: str) -> str:
+    async def _source(self, conn: db.Conn, avatar: Avatar) -> bytes | db.UploadRow:
+        """Inline bytes as they are; an upload key as its row, if it may be used."""
+        return avatar if isinstance(avatar, bytes) else await self._intake.issued(conn, avatar)
+
+    async def _store(self, source: bytes | db.UploadRow, key: str) -> str:
         """Stores the original at `key`; if the call is cancelled meanwhile, the write (in a
         thread, it cannot be interrupted) is awaited and removed again."""
-        task = asyncio.ensure_future(self._intake.store(avatar, key))
+        task = asyncio.ensure_future(self._intake.store(source, key))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -129,9 +158,8 @@ class Users:
             await self._intake.discard(key)
             raise
 
-    async def _replay(self, request_id: str, fingerprint: str) -> db.UserRow | None:
-        async with self._pool.connection() as conn:
-            user = await db.get_user_by_request_id(conn, request_id)
+    async def _replay(self, conn: db.Conn, request_id: str, fingerprint: str) -> db.UserRow | None:
+        user = await db.get_user_by_request_id(conn, request_id)
         if user is not None and user.request_hash != fingerprint:
             raise InvalidArgument("request_id", "was already used for a different request")
         return user
@@ -158,32 +186,34 @@ class Users:
         """A new generation, PENDING, and a new event; results for older generations lose.
 
         The previous generation's objects are removed after the grace period (caches may
-        still serve them until then).
+        still serve them until then). Concurrent updates of one user each get a generation
+        of their own; the one that commits last is the user's avatar.
         """
-        violations, code = self._intake.violations(avatar)  # before taking the row lock
+        violations, code = await self._intake.violations(avatar)
         try:
             uid = validation.parse_id(user_id)
         except InvalidArgument as exc:
             violations = exc.violations + violations
         if violations or avatar is None:
             raise InvalidArgument.many(violations, code)
-        async with self._pool.connection() as conn, conn.transaction():
-            current = await db.get_user(conn, uid, for_update=True)
-            if current is None:
-                raise NotFound(f"user {uid} not found")
-            old = current.avatar_generation
-            key = original_key(uid, old + 1)
-            content_type = await self._store(avatar, key)
-            try:
-                if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, uid):
-                    raise InvalidArgument("avatar_object", "is already used by another user")
-                user = await db.set_avatar(conn, uid, old + 1, key, content_type)
-                assert user is not None
-                await db.schedule_cleanup(conn, generation_prefixes(uid, old), self._grace)
-                event_id = await request_thumbnails(conn, user)
-            except BaseException:
+        generation, guard, source = await self._reserve(uid, avatar)
+        key = original_key(uid, generation)
+        content_type = await self._store(source, key)
+        try:
+            for _ in range(MAX_GENERATION_RACES):
+                if done := await self._adopt(uid, generation, key, content_type, avatar, guard):
+                    break
+                # A concurrent update committed a later generation first: ours goes on top.
                 await self._intake.discard(key)
-                raise
+                generation, guard, source = await self._reserve(uid, avatar)
+                key = original_key(uid, generation)
+                content_type = await self._store(source, key)
+            else:
+                raise Unavailable(f"too many concurrent avatar updates of user {uid}; retry")
+        except BaseException:
+            await self._intake.discard(key)
+            raise
+        user, event_id = done
         if isinstance(avatar, str):
             await self._intake.discard(avatar)
         log.info(
@@ -195,6 +225,47 @@ class Users:
             },
         )
         return user
+
+    async def _reserve(
+        self, uid: uuid.UUID, avatar: Avatar
+    ) -> tuple[int, list[int], bytes | db.UploadRow]:
+        """A generation of this call's own, the guard on its original, and what to store."""
+        async with self._pool.connection() as conn:
+            generation = await db.reserve_generation(conn, uid)
+            if generation is None:
+                raise NotFound(f"user {uid} not found")
+            source = await self._source(conn, avatar)
+            guard = await db.guard_prefixes(
+                conn, [original_prefix(uid, generation)], ORPHAN_GRACE_SECONDS
+            )
+        return generation, guard, source
+
+    async def _adopt(
+        self,
+        uid: uuid.UUID,
+        generation: int,
+        key: str,
+        content_type: str,
+        avatar: Avatar,
+        guard: list[int],
+    ) -> tuple[db.UserRow, uuid.UUID] | None:
+        """Makes the stored original the user's avatar, with its event; None (and nothing
+        changed) if a later generation was committed meanwhile."""
+        async with self._pool.connection() as conn, conn.transaction():
+            current = await db.get_user(conn, uid, for_update=True)
+            if current is None:
+                raise NotFound(f"user {uid} not found")
+            if current.avatar_generation >= generation:
+                return None
+            if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, uid):
+                raise InvalidArgument("avatar_object", "is already used by another user")
+            await _take_back(conn, guard)
+            user = await db.set_avatar(conn, uid, generation, key, content_type)
+            assert user is not None
+            old = generation_prefixes(uid, current.avatar_generation)
+            await db.schedule_cleanup(conn, old, self._grace)
+            event_id = await request_thumbnails(conn, user)
+        return user, event_id
 
     async def regenerate(self, user_id: str) -> db.UserRow:
         """PENDING again and a new event for the current generation, in any state."""
@@ -263,3 +334,10 @@ class Users:
 
     async def create_upload(self, content_type: str, content_length: int) -> Upload:
         return await self._intake.issue_upload(content_type, content_length)
+
+
+async def _take_back(conn: db.Conn, guard: list[int]) -> None:
+    """Takes back the removal queued before the original was stored; if the cleaner has come
+    for it already (a call that took about an hour), the original may be gone: no commit."""
+    if not await db.release_guard(conn, guard):
+        raise Unavailable("the call took too long and its upload was removed; retry")

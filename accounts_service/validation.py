@@ -71,6 +71,9 @@ def new_user_violations(email: str, display_name: str, request_id: str) -> list[
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
     try:
+        # uuid.UUID lets int() skip whitespace: "...0000\t" would parse as another UUID.
+        if any(c.isspace() or unicodedata.category(c) == "Cc" for c in value):
+            raise ValueError("whitespace or control characters")
         return uuid.UUID(value)
     except ValueError:
         raise InvalidArgument(field, f"must be a UUID, got {value[:60]!r}") from None
@@ -90,6 +93,8 @@ def encode_page_token(key: bytes, create_time: datetime, user_id: uuid.UUID) -> 
 
 def decode_page_token(key: bytes, token: str) -> tuple[datetime, uuid.UUID]:
     """Raises InvalidArgument for any token this server did not issue."""
+    if has_control(token):  # base64 decoding would skip them and accept the rest
+        raise InvalidArgument("page_token", "must not contain control characters")
     try:
         raw = base64.urlsafe_b64decode(token.encode())
         mac, body = raw[:16], raw[16:]

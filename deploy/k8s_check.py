@@ -4,10 +4,11 @@ For each directory in deploy/k8s/overlays: `kubectl kustomize` renders it, `kube
 --strict` checks every object against the Kubernetes schemas (custom resources such as KEDA's
 ScaledObject only warn), and checkov scans it with the skips of deploy/checkov-skips.yaml and no
 failed check allowed. The Dockerfile gets checkov and hadolint. Also checked: every setting of
-the README's configuration table reaches the containers through the dev overlay's ConfigMap or
-Secret; compose.yaml sets only those settings and runs the dev overlay's images of PostgreSQL,
-NATS and MinIO; requirements-runtime.lock (the image's) pins the versions requirements.lock
-tests.
+the README's configuration table reaches the containers of the service that uses it (its "used
+by" column) through the dev overlay's ConfigMap or that service's Secret, and no Deployment gets
+a Secret key its service does not use; compose.yaml sets only those settings and runs the dev
+overlay's images of PostgreSQL, NATS and MinIO; requirements-runtime.lock (the image's) pins the
+versions requirements.lock tests.
 Exit status 1 on any problem, each one named on its own line.
 """
 
@@ -102,19 +103,28 @@ def unknown_overlays(skips: list[Skip], overlays: list[str]) -> list[str]:
     ]
 
 
-def readme_settings() -> set[str]:
-    """The variable names in the first column of the README's configuration table."""
+SERVICES = ("accounts", "imaging")
+
+
+def readme_settings() -> dict[str, set[str]]:
+    """The variable names in the first column of the README's configuration table, each with
+    the services of its "used by" column (both: accounts and imaging)."""
     text = (ROOT / "README.md").read_text()
     section = text.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
-    names: set[str] = set()
+    users: dict[str, set[str]] = {}
     for line in section.splitlines():
         if line.startswith("| `"):
-            names.update(re.findall(r"`([A-Z][A-Z0-9_]*)`", line.split("|")[1]))
-    return names
+            cells = line.split("|")
+            used_by = cells[2].strip()
+            services = set(SERVICES) if used_by == "both" else {used_by}
+            for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[1]):
+                users.setdefault(name, set()).update(services)
+    return users
 
 
-def rendered_settings(objects: list[dict[str, Any]]) -> dict[str, set[str]]:
-    """For each Deployment, the keys its containers get through envFrom and env."""
+def rendered_settings(objects: list[dict[str, Any]]) -> dict[str, tuple[set[str], set[str]]]:
+    """For each Deployment, the keys its containers get (through envFrom and env), and those
+    of them that come from a Secret."""
     data = {
         (o["kind"], o["metadata"]["name"]): set(o.get("data") or {})
         for o in objects
@@ -125,15 +135,35 @@ def rendered_settings(objects: list[dict[str, Any]]) -> dict[str, set[str]]:
         if o["kind"] != "Deployment":
             continue
         keys: set[str] = set()
+        secret: set[str] = set()
         for c in o["spec"]["template"]["spec"]["containers"]:
             for source in c.get("envFrom", []):
                 if "configMapRef" in source:
                     keys |= data.get(("ConfigMap", source["configMapRef"]["name"]), set())
                 if "secretRef" in source:
-                    keys |= data.get(("Secret", source["secretRef"]["name"]), set())
+                    secret |= data.get(("Secret", source["secretRef"]["name"]), set())
             keys |= {e["name"] for e in c.get("env", [])}
-        result[o["metadata"]["name"]] = keys
+            secret |= {
+                e["name"] for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
+            }
+        result[o["metadata"]["name"]] = (keys | secret, secret)
     return result
+
+
+def settings_problems(objects: list[dict[str, Any]], overlay: str) -> list[str]:
+    """Each service gets every setting it uses, and no secret it does not."""
+    users = readme_settings()
+    problems = []
+    for name, (keys, secret) in rendered_settings(objects).items():
+        wanted = {setting for setting, services in users.items() if name in services}
+        if missing := sorted(wanted - keys):
+            problems.append(f"overlays/{overlay} Deployment/{name} lacks {missing}")
+        if unused := sorted(secret - wanted):
+            problems.append(
+                f"overlays/{overlay} Deployment/{name} gets secrets {unused} it does not use"
+            )
+    problems += compose_problems(objects, set(users) | {"MALLOC_ARENA_MAX"})
+    return problems
 
 
 def images(objects: list[dict[str, Any]]) -> set[str]:
@@ -244,11 +274,7 @@ def check_overlay(
     if validated.returncode != 0:
         problems += [f"kubernetes-validate: {line}" for line in lines if line not in warnings]
     if overlay == SETTINGS_OVERLAY:
-        wanted = readme_settings()
-        for name, keys in rendered_settings(objects).items():
-            if missing := sorted(wanted - keys):
-                problems.append(f"overlays/{overlay} Deployment/{name} lacks {missing}")
-        problems += compose_problems(objects, wanted | {"MALLOC_ARENA_MAX"})
+        problems += settings_problems(objects, overlay)
     problems += annotate(objects, overlay, skips)
     scanned = args.out / "checkov" / f"{overlay}.yaml"
     scanned.write_text(yaml.safe_dump_all(objects, sort_keys=False))

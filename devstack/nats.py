@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import quote
 
 from devstack.net import LOCALHOST, free_ports, http_ok, port_open
 from devstack.process import (
@@ -17,7 +18,11 @@ from devstack.process import (
 
 
 class NatsServer:
-    """nats-server with JetStream on 127.0.0.1; `restart()` keeps the port and stored streams."""
+    """nats-server with JetStream on 127.0.0.1; `restart()` keeps the port and stored streams.
+
+    With `user` and `password` every client must log in with them; with `config_file` the
+    server also reads that file (users and permissions, say), the port and store flags winning.
+    """
 
     def __init__(
         self,
@@ -28,13 +33,22 @@ class NatsServer:
         log_path: Path | None = None,
         echo: TextIO | None = None,
         on_exit: ExitCallback | None = None,
+        user: str = "",
+        password: str = "",
+        config_file: Path | None = None,
     ) -> None:
         picked = free_ports(2)
         self.store_dir = store_dir
         self.port = port or picked[0]
         self.monitor_port = monitor_port or picked[1]
+        self.user = user
+        self.password = password
         argv = [find_binary("nats-server"), "-a", LOCALHOST, "-p", str(self.port), "-js",
                 "-sd", str(store_dir), "-m", str(self.monitor_port)]  # fmt: skip
+        if config_file is not None:
+            argv += ["-c", str(config_file)]
+        if user:
+            argv += ["--user", user, "--pass", password]
         self.process = ServiceProcess(
             "nats", argv, log_path=log_path or sibling_log(store_dir),
             env=INFRA_ENV, echo=echo, on_exit=on_exit,
@@ -43,6 +57,14 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://{LOCALHOST}:{self.port}"
+
+    @property
+    def url_with_credentials(self) -> str:
+        """`url` with the user and password in it, the way NATS_URL may carry them."""
+        if not self.user:
+            return self.url
+        userinfo = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+        return f"nats://{userinfo}@{LOCALHOST}:{self.port}"
 
     @property
     def monitor_url(self) -> str:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 import grpc
 from accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from opentelemetry import trace
 
+from grpc_guard.status import retry_delay
 from imaging_service import tls
 from imaging_service.errors import AccountsRejected, AccountsUnavailable, UserGone
 from imaging_service.tracing import client_call
@@ -22,6 +27,17 @@ _REJECTED = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+MAX_REASON_CHARS = 1000  # accounts keeps no more
+_MIN_RETRY_WAIT_SECONDS = 0.05  # a RetryInfo of 0 s must not make a busy loop
+T = TypeVar("T")
+
+
+def printable(reason: str) -> str:
+    """A failure reason accounts accepts: control characters (which it refuses, since clients
+    show the reason as it is) become spaces, and it is cut to what accounts keeps. Reasons are
+    often exception strings, with newlines or bytes quoted from the file."""
+    cleaned = "".join(" " if unicodedata.category(c) == "Cc" else c for c in reason)
+    return cleaned[:MAX_REASON_CHARS]
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,11 @@ class AccountsClient:
     Both reports raise UserGone (the user was deleted), AccountsRejected (our request is
     malformed) or AccountsUnavailable (anything worth a retry, including a wrong token, which an
     operator can fix while the queue holds the job).
+
+    An overloaded accounts answers RESOURCE_EXHAUSTED with RetryInfo: the call is tried again
+    after the delay it asks for, as long as that still fits in ``timeout`` (which bounds all the
+    attempts together); otherwise AccountsUnavailable at once, and the job is retried later with
+    the consumer's back-off. RESOURCE_EXHAUSTED without RetryInfo is AccountsUnavailable too.
     """
 
     def __init__(
@@ -77,15 +98,15 @@ class AccountsClient:
         """The user's avatar generation and thumbnail status (accounts_pb2.ThumbnailStatus)."""
         if self._stub is None:
             raise RuntimeError("AccountsClient used outside 'async with'")
-        method = "/accounts.v1.AccountsService/GetUser"
-        try:
+        stub, method = self._stub, "/accounts.v1.AccountsService/GetUser"
+
+        async def get(seconds: float) -> accounts_pb2.User:
             with client_call(self._tracer, method, self._metadata) as metadata:
-                user = await self._stub.GetUser(
-                    accounts_pb2.GetUserRequest(id=user_id), metadata=metadata,
-                    timeout=self._timeout,
-                )  # fmt: skip
-        except grpc.aio.AioRpcError as exc:
-            raise _translated(exc, user_id, "GetUser") from exc
+                return await stub.GetUser(
+                    accounts_pb2.GetUserRequest(id=user_id), metadata=metadata, timeout=seconds
+                )
+
+        user = await self._call(get, user_id, "GetUser")
         return user.avatar.generation, user.thumbnail_status
 
     async def report_thumbnails(
@@ -110,19 +131,36 @@ class AccountsClient:
             accounts_pb2.UpdateThumbnailsRequest(
                 user_id=user_id,
                 avatar_generation=generation,
-                failure=accounts_pb2.Failure(code=code, reason=reason),
+                failure=accounts_pb2.Failure(code=code, reason=printable(reason)),
             )
         )
 
     async def _update(self, request: accounts_pb2.UpdateThumbnailsRequest) -> None:
         if self._stub is None:
             raise RuntimeError("AccountsClient used outside 'async with'")
-        method = "/accounts.v1.AccountsService/UpdateThumbnails"
-        try:
+        stub, method = self._stub, "/accounts.v1.AccountsService/UpdateThumbnails"
+
+        async def update(seconds: float) -> None:
             with client_call(self._tracer, method, self._metadata) as metadata:
-                await self._stub.UpdateThumbnails(request, metadata=metadata, timeout=self._timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise _translated(exc, request.user_id, "UpdateThumbnails") from exc
+                await stub.UpdateThumbnails(request, metadata=metadata, timeout=seconds)
+
+        await self._call(update, request.user_id, "UpdateThumbnails")
+
+    async def _call(self, attempt: Callable[[float], Awaitable[T]], user_id: str, name: str) -> T:
+        """``attempt(seconds left)`` until it answers, again after each RetryInfo delay that
+        fits in the time left; raises the translated error."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while True:
+            try:
+                return await attempt(max(deadline - loop.time(), 0.0))
+            except grpc.aio.AioRpcError as exc:
+                delay = (
+                    retry_delay(exc) if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+                )
+                if delay is None or loop.time() + delay >= deadline:
+                    raise _translated(exc, user_id, name) from exc
+                await asyncio.sleep(max(delay, _MIN_RETRY_WAIT_SECONDS))
 
 
 def _translated(exc: grpc.aio.AioRpcError, user_id: str, method: str) -> Exception:

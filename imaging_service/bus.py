@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import nats
 import nats.errors
@@ -25,8 +27,12 @@ from nats.js.api import (
 )
 
 from imaging_service.errors import QueueUnavailable
+from imaging_service.settings import NatsAuth
 
 log = logging.getLogger(__name__)
+# Replies and pulled messages come to inboxes under this prefix, the only subjects the imaging
+# NATS user may subscribe to (deploy/k8s/overlays/dev/nats/authorization.conf).
+INBOX_PREFIX = "_INBOX.imaging"
 
 # Fetching from a deleted consumer just times out, so an idle worker checks it is still there.
 _RECHECK_IDLE_SECONDS = 30.0
@@ -51,6 +57,10 @@ class QueueConfig:
     dlq_stream: str = "ACCOUNTS_DLQ"
     dlq_subject: str = "dlq.accounts.thumbnail.requested"
     dlq_max_age: float = 30 * 24 * 3600
+    # Replays go back on the queue under this subject, which the consumer also takes, so that
+    # the imaging NATS user needs no right to publish thumbnail requests; "": under `subject`.
+    replay_subject: str = ""
+    auth: NatsAuth = field(default_factory=NatsAuth)
 
 
 @dataclass(frozen=True)
@@ -175,7 +185,11 @@ class JobQueue:
         replayed = 0
         try:
             state = (await self._js.stream_info(dlq)).state
-            for seq in range(state.first_seq, state.last_seq + 1):
+            if not state.messages:
+                # Never written to (first_seq 0: NATS answers a get of seq 0 with 400 "bad
+                # request"), or every message already replayed.
+                return 0
+            for seq in range(max(state.first_seq, 1), state.last_seq + 1):
                 if limit and replayed >= limit:
                     break
                 try:
@@ -184,7 +198,8 @@ class JobQueue:
                     continue  # deleted: already replayed
                 event_id = (msg.headers or {}).get("Avatars-Event-Id", "")
                 await self._js.publish(
-                    self._config.subject, msg.data or b"", stream=self._config.stream,
+                    self._config.replay_subject or self._config.subject, msg.data or b"",
+                    stream=self._config.stream,
                     headers={"Nats-Msg-Id": f"replay:{event_id}:{dlq}:{seq}"}, timeout=5,
                 )  # fmt: skip
                 await self._js.delete_msg(dlq, seq)
@@ -223,7 +238,7 @@ async def open_queue(config: QueueConfig) -> JobQueue:
     """
     nc = Client()
     try:
-        await _connect(nc, config.url)
+        await _connect(nc, config.url, config.auth)
         js = nc.jetstream()
         delay = 0.5
         while True:
@@ -243,7 +258,7 @@ async def open_queue(config: QueueConfig) -> JobQueue:
     return JobQueue(nc, js, sub, config)
 
 
-async def _connect(nc: Client, url: str) -> None:
+async def _connect(nc: Client, url: str, auth: NatsAuth) -> None:
     """With unlimited reconnect attempts nats-py also retries the first connect forever, every
     ``reconnect_time_wait``; each failure reaches error_cb and is logged there."""
 
@@ -259,7 +274,7 @@ async def _connect(nc: Client, url: str) -> None:
         log.info("nats reconnected")
 
     await nc.connect(
-        url,
+        **connect_options(url, auth),
         name="imaging_service",
         allow_reconnect=True,
         max_reconnect_attempts=-1,
@@ -270,9 +285,29 @@ async def _connect(nc: Client, url: str) -> None:
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
     )
-    log.info(
-        "nats connected", extra={"server": str(nc.connected_url.netloc if nc.connected_url else "")}
-    )
+    server = nc.connected_url
+    where = f"{server.hostname}:{server.port}" if server else ""
+    log.info("nats connected", extra={"server": where})  # not the netloc: it has the password
+
+
+def connect_options(url: str, auth: NatsAuth) -> dict[str, Any]:
+    """nats.connect's keyword arguments for the servers in `url` (comma-separated) and `auth`.
+    Unset credentials stay None: an empty user or token would override those in the URL."""
+    options: dict[str, Any] = {
+        "servers": [server.strip() for server in url.split(",") if server.strip()],
+        "user": auth.user or None,
+        "password": auth.password or None,
+        "token": auth.token or None,
+        "nkeys_seed": auth.nkey_seed_file or None,
+        "user_credentials": auth.creds_file or None,
+        "inbox_prefix": INBOX_PREFIX,
+    }
+    if auth.tls_ca_file or auth.tls_cert_file:
+        context = ssl.create_default_context(cafile=auth.tls_ca_file or None)
+        if auth.tls_cert_file:
+            context.load_cert_chain(auth.tls_cert_file, auth.tls_key_file)
+        options["tls"] = context
+    return options
 
 
 async def ensure(js: JetStreamContext, config: QueueConfig) -> None:
@@ -287,10 +322,16 @@ async def ensure(js: JetStreamContext, config: QueueConfig) -> None:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=config.ack_wait,
             max_deliver=-1,
-            filter_subject=config.subject,
+            **_filter(config),
             max_ack_pending=config.max_ack_pending,
         ),
     )
+
+
+def _filter(config: QueueConfig) -> dict[str, Any]:
+    if config.replay_subject in ("", config.subject):
+        return {"filter_subject": config.subject}
+    return {"filter_subjects": [config.subject, config.replay_subject]}
 
 
 async def _ensure_dlq(js: JetStreamContext, config: QueueConfig) -> None:

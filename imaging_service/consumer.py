@@ -16,6 +16,11 @@ Decision table (``decide``; ``attempt`` is the delivery count, ``max_deliver`` =
                                              last attempt was only waiting for accounts
     undecodable payload                      term
     shutdown before the job finished         nak() at once: another worker takes it
+
+Heartbeats (``in_progress``, every third of the ack wait) keep a running job leased for at most
+``max_job_seconds``: the render budget of the largest image plus a margin for storage and
+accounts. A job still running then is cancelled and counts as RETRY ("JobTimeout"); a render
+past its own budget has ended long before, as TOO_COMPLEX (PERMANENT_DONE).
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ class Consumer:
         policy: RetryPolicy,
         slots: int,
         ack_wait: float,
+        max_job_seconds: float | None = None,  # None: no bound
         jitter: Callable[[], float] = default_jitter,
         metrics: Metrics | None = None,
         tracer: trace.Tracer | None = None,
@@ -126,6 +132,7 @@ class Consumer:
         self._policy = policy
         self._slots = slots
         self._heartbeat_every = ack_wait / 3
+        self._max_job_seconds = max_job_seconds
         self._jitter = jitter
         self._queue: JobQueue | None = None
         self._jobs: set[asyncio.Task[None]] = set()
@@ -212,7 +219,7 @@ class Consumer:
             "generation": event.avatar_generation,
             "attempt": delivery.attempt,
         }
-        heartbeat = asyncio.create_task(self._heartbeat(delivery))
+        heartbeat = asyncio.create_task(self._heartbeat(delivery, started))
         try:
             result = await self._attempt(event, delivery)
             action = decide(result, delivery.attempt, self._policy.max_deliver)
@@ -238,9 +245,14 @@ class Consumer:
         last = self._last_error.get(delivery.stream_seq)
         if delivery.attempt > self._policy.max_deliver and not (last and last.waiting_for_accounts):
             return last or Result(Outcome.RETRY, "an attempt did not finish")
+        bound = asyncio.timeout(self._max_job_seconds)
         try:
-            return await self._handle(event)
+            async with bound:
+                return await self._handle(event)
         except Exception as exc:  # a bug must not kill the worker loop; retry, then GAVE_UP
+            if isinstance(exc, TimeoutError) and bound.expired():
+                detail = f"the job took longer than {self._max_job_seconds:g} s"
+                return Result(Outcome.RETRY, detail, reason="JobTimeout")
             log.exception("handler failed unexpectedly", extra={"event_id": event.event_id})
             return Result(Outcome.RETRY, f"internal error: {exc!r}", reason="InternalError")
 
@@ -297,9 +309,14 @@ class Consumer:
             del self._last_error[next(iter(self._last_error))]
         self._last_error[seq] = result
 
-    async def _heartbeat(self, delivery: Delivery) -> None:
+    async def _heartbeat(self, delivery: Delivery, started: float) -> None:
+        """Keeps the message leased while the job runs, ``max_job_seconds`` from ``started``
+        (time.monotonic) at most: past that it is no longer extended even if the job hangs."""
+        limit = self._max_job_seconds
         while True:
             await asyncio.sleep(self._heartbeat_every)
+            if limit is not None and time.monotonic() - started >= limit:
+                return
             await delivery.in_progress()
 
 

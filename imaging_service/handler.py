@@ -25,7 +25,7 @@ from imaging_service.errors import (
 )
 from imaging_service.metrics import Metrics, RenderProcesses, source_class
 from imaging_service.pool import RenderPool
-from imaging_service.render import ImageRejected, Limits, Thumbnail, probe
+from imaging_service.render import ImageRejected, Limits, Thumbnail
 from imaging_service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -140,14 +140,16 @@ class Handler:
         return Result(Outcome.DONE, reason="rendered")
 
     async def _render(self, data: bytes) -> list[Thumbnail]:
-        """The pool's render, timed here: the render process itself records nothing."""
+        """The pool's render, timed here: the render process itself records nothing. The size
+        class comes from the pool's pre-scan; nothing here parses the image."""
         started = time.perf_counter()
+        measured = await self._pool.measure(data)
         try:
-            rendered = await self._pool.render(data, tuple(SIZES.values()))
+            rendered = await self._pool.render(data, tuple(SIZES.values()), measured)
         finally:
             self._processes.look()
         seconds = time.perf_counter() - started
-        size = source_class(probe(data, self._limits).megapixels)
+        size = source_class(measured.megapixels)
         self._metrics.render_seconds.labels(size).observe(seconds)
         return rendered
 

@@ -17,6 +17,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
+from grpc_guard.allocator import bound_the_heap
+from grpc_guard.auth import InternalTokenInterceptor
+from grpc_guard.options import server_options
+from grpc_guard.server import SMALL_REQUEST_BYTES, Cap, Guard
+from grpc_guard.server import Limits as GuardLimits
 from grpc_telemetry.endpoint import add_process_collectors
 from grpc_telemetry.endpoint import serve as serve_endpoint
 from grpc_telemetry.server import RpcTelemetry
@@ -26,16 +31,18 @@ from imaging_service.accounts_client import AccountsClient
 from imaging_service.consumer import Consumer, RetryPolicy
 from imaging_service.errors import StorageUnavailable
 from imaging_service.handler import Handler
-from imaging_service.pool import RenderPool
+from imaging_service.pool import RenderBudget, RenderPool
 from imaging_service.render import Limits
-from imaging_service.servicer import ImagingServicer
-from imaging_service.settings import Settings, SettingsError, from_env
+from imaging_service.servicer import INTERNAL_METHODS, ImagingServicer, Previews
+from imaging_service.settings import MAX_MESSAGE_BYTES, Settings, SettingsError, from_env
 from imaging_service.storage import Storage
 
 log = logging.getLogger("imaging_service")
 SERVICE_NAME = imaging_pb2.DESCRIPTOR.services_by_name["ImagingService"].full_name
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 QUEUE_POLL_SECONDS = 5.0  # the queue and dead-letter gauges
+# A job's time beyond its render: the original from S3, the wait for a render process (behind
+# at most 2 x RENDER_PROCESSES previews), three uploads, two accounts calls of 10 s at most.
+JOB_MARGIN_SECONDS = 60.0
 T = TypeVar("T")
 
 
@@ -45,9 +52,23 @@ def queue_config(settings: Settings) -> bus.QueueConfig:
         stream=settings.stream,
         stream_subjects=settings.stream_subjects,
         subject=settings.subject,
+        replay_subject=settings.replay_subject,
         durable=settings.durable,
         ack_wait=settings.ack_wait_seconds,
         max_ack_pending=4 * settings.render_processes,
+        auth=settings.nats_auth,
+    )
+
+
+def guard_limits(settings: Settings) -> GuardLimits:
+    render = frozenset({f"/{SERVICE_NAME}/RenderThumbnails"})
+    return GuardLimits(
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        max_request_bytes=settings.max_request_bytes_in_flight,
+        caps=(Cap("image uploads", render, settings.max_concurrent_uploads, bodies=True),),
+        max_body_bytes=settings.max_avatar_bytes + SMALL_REQUEST_BYTES,
+        max_receiving=settings.max_requests_receiving,
+        retry_after_seconds=settings.retry_after_seconds,
     )
 
 
@@ -57,14 +78,12 @@ async def start_server(
     health_servicer: health.aio.HealthServicer,
     credentials: grpc.ServerCredentials | None = None,  # None: plaintext
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    options: Sequence[tuple[str, int]] = (
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ),
 ) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     imaging_pb2_grpc.add_ImagingServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -129,7 +148,15 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     if stop is None:
         stop = stop_on_signals()
     grace = settings.shutdown_grace_seconds
-    limits = Limits(max_bytes=settings.max_avatar_bytes, max_pixels=settings.max_pixels)
+    limits = Limits(
+        max_bytes=settings.max_avatar_bytes,
+        max_pixels=settings.max_pixels,
+        max_segments=settings.max_segments,
+        max_metadata_bytes=settings.max_metadata_bytes,
+        max_scans=settings.max_scans,
+        max_frames=settings.max_frames,
+        max_blocks=settings.max_blocks,
+    )
     observed = metrics.Metrics()
     add_process_collectors(observed.registry)
     traces = setup_tracing(settings.otlp_endpoint, "imaging_service")
@@ -145,9 +172,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             limits,
             max_tasks_per_child=settings.render_max_tasks_per_child,
             max_megapixels_in_flight=settings.render_max_megapixels_in_flight,
+            budget=RenderBudget(
+                settings.render_budget_floor_seconds, settings.render_budget_seconds_per_megapixel
+            ),
         )
         stack.push_async_callback(pool.close)
         observed.megapixels_in_flight.set_function(lambda: pool.megapixels_in_flight)
+        previews = Previews(pool, settings.render_thumbnails_max_in_flight)
+        observed.previews_in_flight.set_function(lambda: previews.in_flight)
         accounts = await stack.enter_async_context(
             AccountsClient(
                 settings.accounts_addr,
@@ -163,6 +195,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             settings.s3_bucket,
             settings.s3_secure,
             settings.s3_region,
+            ca_file=settings.s3_ca_file,
         )
         handler = Handler(storage, pool, accounts, limits, observed, traces.tracer)
         policy = RetryPolicy(
@@ -174,18 +207,28 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             policy,
             slots=settings.render_processes,
             ack_wait=settings.ack_wait_seconds,
+            max_job_seconds=pool.budget.seconds(settings.max_pixels / 1e6) + JOB_MARGIN_SECONDS,
             metrics=observed,
             tracer=traces.tracer,
         )
         health_servicer = health.aio.HealthServicer()
         await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
-        servicer = ImagingServicer(pool, consumer.stats, consumer.replay, settings.render_processes)
+        servicer = ImagingServicer(previews, consumer.stats, consumer.replay)
         server, port = await start_server(
             settings.port,
             servicer,
             health_servicer,
             tls.server_credentials(settings),
-            [RpcTelemetry(observed.rpc, traces.tracer)],
+            [
+                *Guard(guard_limits(settings)).around(RpcTelemetry(observed.rpc, traces.tracer)),
+                InternalTokenInterceptor(settings.internal_token, INTERNAL_METHODS),
+            ],
+            server_options(
+                max_message_bytes=MAX_MESSAGE_BYTES,
+                max_streams_per_connection=settings.max_streams_per_connection,
+                keepalive_seconds=settings.keepalive_seconds,
+                keepalive_timeout_seconds=settings.keepalive_timeout_seconds,
+            ),
         )
         stack.push_async_callback(server.stop, grace)
         log.info("listening", extra={"port": port, "settings": repr(settings)})
@@ -237,7 +280,8 @@ def main() -> None:
     except SettingsError as exc:
         sys.stderr.write(f"imaging_service: configuration error: {exc}\n")
         sys.exit(2)
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.secrets())
+    bound_the_heap()  # before any thread starts: see grpc_guard.allocator
     try:
         asyncio.run(serve(settings))
     except SettingsError as exc:  # a port taken or a TLS file unreadable, found at start

@@ -118,6 +118,12 @@ class Metrics:
             "Decoded megapixels of the renders admitted and not finished.",
             registry=r,
         )
+        self.previews_in_flight = Gauge(
+            "imaging_previews_in_flight",
+            "RenderThumbnails renders running or waiting for a render process; past "
+            "RENDER_THUMBNAILS_MAX_IN_FLIGHT a call gets RESOURCE_EXHAUSTED.",
+            registry=r,
+        )
 
 
 class RenderProcesses:

@@ -1,9 +1,13 @@
-"""gRPC ImagingService: proto in, one call, proto out; errors mapped to statuses in one place."""
+"""gRPC ImagingService: proto in, one call, proto out; errors mapped to statuses in one place.
+
+RenderThumbnails and ReplayDeadLetters take the internal credential (INTERNAL_METHODS, checked by
+grpc_guard.auth before a servicer method runs); GetQueueStats and health stay open.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -12,13 +16,21 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
+from grpc_guard.status import resource_exhausted
 from imaging_service.consumer import QueueStats
-from imaging_service.errors import QueueUnavailable, RenderUnavailable
+from imaging_service.errors import Overloaded, QueueUnavailable, RenderUnavailable
 from imaging_service.pool import RenderPool
-from imaging_service.render import DEFAULT_SIZES, ImageRejected
+from imaging_service.render import DEFAULT_SIZES, ImageRejected, Thumbnail
 
 ERROR_DOMAIN = "imaging.v1"
 MIN_SIZE, MAX_SIZE, MAX_SIZES = 16, 1024, 10
+INTERNAL_METHODS = frozenset(
+    {
+        "/imaging.v1.ImagingService/RenderThumbnails",
+        "/imaging.v1.ImagingService/ReplayDeadLetters",
+    }
+)
+RETRY_AFTER_SECONDS = 1.0  # what RESOURCE_EXHAUSTED asks a caller to wait
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -42,7 +54,9 @@ def check_sizes(sizes: list[int]) -> tuple[int, ...]:
 async def abort(context: Context, exc: Exception) -> NoReturn:
     """The one table from our errors to gRPC statuses, with rich details."""
     status = status_pb2.Status(message=str(exc))
-    if isinstance(exc, InvalidSizes):
+    if isinstance(exc, Overloaded):
+        status = resource_exhausted(str(exc), exc.retry_after)
+    elif isinstance(exc, InvalidSizes):
         status.code = code_pb2.INVALID_ARGUMENT
         status.details.add().Pack(_bad_request("sizes", str(exc)))
     elif isinstance(exc, ImageRejected):
@@ -65,27 +79,63 @@ def _bad_request(field: str, description: str) -> error_details_pb2.BadRequest:
     )
 
 
+class Previews:
+    """RenderThumbnails' renders: at most ``limit`` running or waiting for a render process;
+    one more is refused at once (Overloaded), never queued.
+
+    A render counts until it has finished, even when its caller stopped waiting: the render
+    process goes on with it (up to its time budget), so a caller that cancels and calls again
+    cannot pile up renders past the limit.
+    """
+
+    def __init__(self, pool: RenderPool, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the preview limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._pool = pool
+        self._rendering: set[asyncio.Future[list[Thumbnail]]] = set()  # strong references
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._rendering)
+
+    async def render(self, image: bytes, sizes: Sequence[int]) -> list[Thumbnail]:
+        """Raises Overloaded, or what RenderPool.render raises."""
+        if self.in_flight >= self.limit:
+            raise Overloaded(
+                f"{self.limit} previews are rendering or waiting; retry after "
+                f"{RETRY_AFTER_SECONDS:g} s",
+                RETRY_AFTER_SECONDS,
+            )
+        rendering = asyncio.ensure_future(self._pool.render(image, sizes))
+        self._rendering.add(rendering)
+        rendering.add_done_callback(self._finished)
+        return await asyncio.shield(rendering)
+
+    def _finished(self, rendering: asyncio.Future[list[Thumbnail]]) -> None:
+        self._rendering.discard(rendering)
+        if not rendering.cancelled():
+            rendering.exception()  # read: a caller who stopped waiting leaves it unread
+
+
 class ImagingServicer(imaging_pb2_grpc.ImagingServiceServicer):
     def __init__(
         self,
-        pool: RenderPool,
+        previews: Previews,
         stats: Callable[[], Awaitable[QueueStats]],
         replay: Callable[[int], Awaitable[int]],
-        concurrency: int,
     ) -> None:
-        self._pool = pool
+        self._previews = previews
         self._stats = stats
         self._replay = replay
-        self._slots = asyncio.Semaphore(concurrency)
 
     async def RenderThumbnails(
         self, request: imaging_pb2.RenderThumbnailsRequest, context: Context
     ) -> imaging_pb2.RenderThumbnailsResponse:
         try:
             sizes = check_sizes(list(request.sizes))
-            async with self._slots:
-                thumbnails = await self._pool.render(request.image, sizes)
-        except (InvalidSizes, ImageRejected, RenderUnavailable) as exc:
+            thumbnails = await self._previews.render(request.image, sizes)
+        except (InvalidSizes, ImageRejected, RenderUnavailable, Overloaded) as exc:
             await abort(context, exc)
         return imaging_pb2.RenderThumbnailsResponse(
             thumbnails=[

@@ -6,18 +6,81 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+import nkeys
+
+from image_policy.prescan import ScanLimits
+
+REDACTED = "[redacted]"
+_SCAN = ScanLimits()
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the gRPC server's receive and send limit
+# A comma followed by a scheme starts the next URL of a list (nats://a:4222,nats://b:4222); other
+# commas belong to one URL (postgresql://h1:5432,h2:5433/db).
+_NEXT_URL = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+_KEPT_CONNINFO_KEYS = ("host=", "hostaddr=", "port=", "dbname=")
+
+
+_NKEY_SEED = re.compile(r"\bSU[A-Z2-7]{56}\b")  # a user seed, alone or in a .creds file
 
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names it."""
 
 
+def redact_url(value: str) -> str:
+    """`value` without credentials, for logs: scheme://host:port/path of each URL of a
+    comma-separated list, with no user, password, query or fragment (where libpq takes
+    `password=` and `sslpassword=`); a key=value connection string keeps host, port and dbname.
+    Kept in step with accounts_service.settings.redact_url (tests/unit/test_secret_settings.py)."""
+    if "://" not in value:
+        return " ".join(p for p in value.split() if p.startswith(_KEPT_CONNINFO_KEYS))
+    return ",".join(_redact_one(url) for url in _NEXT_URL.split(value.strip()))
+
+
+def _redact_one(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    before_query = re.split(r"[?#]", rest, maxsplit=1)[0]
+    return f"{scheme}://{before_query.rpartition('@')[2]}"
+
+
+def _url_secrets(value: str) -> list[str]:
+    """Passwords in the userinfo of each URL of a list, and a user alone (NATS takes that as a
+    token)."""
+    found = []
+    for url in _NEXT_URL.split(value.strip()):
+        try:
+            parts = urlsplit(url)
+            user, password = parts.username, parts.password
+        except ValueError:
+            continue
+        found.append(password if password is not None else (user or ""))
+    return [s for s in found if s]
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    """How the service proves itself to NATS and checks NATS' certificate: at most one of
+    user/password, token, NKey seed file or creds file (else credentials in NATS_URL, if any),
+    plus TLS with a CA file and a client certificate. repr shows no password or token."""
+
+    user: str = ""
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    nkey_seed_file: str = ""
+    creds_file: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Durations are in seconds, sizes in bytes."""
+    """Durations are in seconds, sizes in bytes. repr (the start-up log line) shows the NATS URL
+    without credentials and no secret at all."""
 
-    nats_url: str = field(repr=False)  # may carry user:password
+    nats_url: str  # may carry user:password or a token
     s3_endpoint: str
     s3_access_key: str = field(repr=False)
     s3_secret_key: str = field(repr=False)
@@ -29,7 +92,12 @@ class Settings:
     port: int
     render_processes: int
     render_max_tasks_per_child: int  # renders before a render process is replaced
-    render_max_megapixels_in_flight: int  # decoded megapixels rendering at once (from headers)
+    render_max_megapixels_in_flight: int  # decoded megapixels rendering at once (pre-scan)
+    # A render may take floor + per_megapixel * its decoded megapixels; past that it is killed
+    # and the image fails with TOO_COMPLEX.
+    render_budget_floor_seconds: float
+    render_budget_seconds_per_megapixel: float
+    render_thumbnails_max_in_flight: int  # previews rendering or waiting; past it: refused
     max_avatar_bytes: int
     max_pixels: int
     ack_wait_seconds: float
@@ -38,6 +106,13 @@ class Settings:
     retry_max_seconds: float
     shutdown_grace_seconds: float
     log_level: str
+    # Caps of the structural pre-scan of uploads (image_policy.ScanLimits, which says why these
+    # defaults); past one an image fails with TOO_COMPLEX.
+    max_segments: int = _SCAN.max_segments  # segments, chunks, blocks, boxes before 1st frame
+    max_metadata_bytes: int = _SCAN.max_metadata_bytes  # EXIF, ICC, XMP, text, in total
+    max_scans: int = _SCAN.max_scans  # progressive scans in a JPEG frame
+    max_frames: int = _SCAN.max_frames  # animation frames
+    max_blocks: int = _SCAN.max_blocks  # structures walked in the whole file
     tls_cert_file: str = ""  # server TLS when set, with tls_key_file
     tls_key_file: str = ""
     accounts_tls_ca_file: str = ""  # TLS to accounts when this or a client certificate is set
@@ -48,7 +123,42 @@ class Settings:
     stream: str = "ACCOUNTS"
     stream_subjects: tuple[str, ...] = ("accounts.>",)
     subject: str = "accounts.thumbnail.requested"
+    replay_subject: str = "accounts.thumbnail.replayed"  # replayed dead letters; in `stream`
     durable: str = "imaging"
+    nats_auth: NatsAuth = NatsAuth()
+    s3_ca_file: str = ""  # CA bundle for HTTPS to S3; "": certifi's CAs
+    # In-flight limits of the gRPC server (grpc_guard); past one a call gets RESOURCE_EXHAUSTED
+    # with RetryInfo. Sized for this main process (README, "Hostile input and limits").
+    max_concurrent_rpcs: int = 64  # calls in flight, health and reflection aside
+    max_concurrent_uploads: int = 16  # RenderThumbnails calls (they carry images)
+    # Serialized requests held in memory; an upload counts as MAX_AVATAR_BYTES until it arrives.
+    max_request_bytes_in_flight: int = 96 * 1024 * 1024
+    max_requests_receiving: int = 2  # other requests being received (each up to the gRPC limit)
+    max_streams_per_connection: int = 1024  # HTTP/2 streams one connection may have open
+    retry_after_seconds: float = 1.0  # the RetryInfo delay sent with RESOURCE_EXHAUSTED
+    keepalive_seconds: float = 30.0  # idle connections pinged this often; a dead peer is
+    keepalive_timeout_seconds: float = 10.0  # dropped (with its calls) after this long
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "nats_url":
+                shown.append(f"{f.name}={redact_url(value)!r}")
+            elif f.repr:
+                shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value, for the log filter that keeps them out of log lines."""
+        found = [
+            *_url_secrets(self.nats_url),
+            self.nats_auth.password,
+            self.nats_auth.token,
+            self.s3_secret_key,
+            self.internal_token,
+        ]
+        return tuple(s for s in found if s)
 
 
 def _int(env: Mapping[str, str], key: str, default: int, minimum: int) -> int:
@@ -131,6 +241,59 @@ def _paired(env: Mapping[str, str], cert_key: str, key_key: str) -> tuple[str, s
     return cert, key
 
 
+def _nats_auth(env: Mapping[str, str]) -> NatsAuth:
+    auth = NatsAuth(
+        user=env.get("NATS_USER", "").strip(),
+        password=env.get("NATS_PASSWORD", "").strip(),
+        token=env.get("NATS_TOKEN", "").strip(),
+        nkey_seed_file=_file(env, "NATS_NKEY_SEED_FILE"),
+        creds_file=_file(env, "NATS_CREDS_FILE"),
+        tls_ca_file=_file(env, "NATS_TLS_CA_FILE"),
+        tls_cert_file=_file(env, "NATS_TLS_CERT_FILE"),
+        tls_key_file=_file(env, "NATS_TLS_KEY_FILE"),
+    )
+    check_nats_auth(auth)
+    return auth
+
+
+def check_nats_auth(auth: NatsAuth) -> None:
+    """Raises SettingsError for a half or ambiguous NATS credential. Kept in step with
+    accounts_service.settings.check_nats_auth (tests/unit/test_secret_settings.py)."""
+    if bool(auth.user) != bool(auth.password):
+        raise SettingsError("NATS_USER and NATS_PASSWORD must be set together")
+    if bool(auth.tls_cert_file) != bool(auth.tls_key_file):
+        raise SettingsError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE must be set together")
+    chosen = [
+        key
+        for key, value in (
+            ("NATS_USER", auth.user),
+            ("NATS_TOKEN", auth.token),
+            ("NATS_NKEY_SEED_FILE", auth.nkey_seed_file),
+            ("NATS_CREDS_FILE", auth.creds_file),
+        )
+        if value
+    ]
+    if len(chosen) > 1:
+        raise SettingsError(f"set only one NATS credential, got {' and '.join(chosen)}")
+    if auth.nkey_seed_file:
+        _check_seed("NATS_NKEY_SEED_FILE", auth.nkey_seed_file)
+    if auth.creds_file:
+        _check_seed("NATS_CREDS_FILE", auth.creds_file)
+
+
+def _check_seed(key: str, path: str) -> None:
+    """A seed that does not parse fails at start, not at the first publish; the message never
+    quotes the file's content."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as file:
+            found = _NKEY_SEED.search(file.read())
+        if found is None:
+            raise ValueError("no seed")
+        nkeys.from_seed(found[0].encode())
+    except (OSError, ValueError, nkeys.NkeysError):
+        raise SettingsError(f"{key} holds no valid NATS user NKey seed: {path!r}") from None
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Builds the settings; raises SettingsError naming the first bad key."""
     retry_base = _float(env, "RETRY_BASE_SECONDS", 1.0)
@@ -139,6 +302,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError("RETRY_MAX_SECONDS must not be below RETRY_BASE_SECONDS")
     tls_cert, tls_key = _paired(env, "TLS_CERT_FILE", "TLS_KEY_FILE")
     client_cert, client_key = _paired(env, "ACCOUNTS_TLS_CERT_FILE", "ACCOUNTS_TLS_KEY_FILE")
+    processes = _int(env, "RENDER_PROCESSES", os.cpu_count() or 1, minimum=1)
+    max_avatar_bytes = _int(env, "MAX_AVATAR_BYTES", 20 * 1024 * 1024, minimum=1)
     return Settings(
         nats_url=env.get("NATS_URL", "").strip() or "nats://127.0.0.1:4222",
         s3_endpoint=_host_port(env, "S3_ENDPOINT", "127.0.0.1:9000"),
@@ -150,13 +315,21 @@ def from_env(env: Mapping[str, str]) -> Settings:
         accounts_addr=_host_port(env, "ACCOUNTS_ADDR", "127.0.0.1:50051"),
         internal_token=_required(env, "INTERNAL_TOKEN"),
         port=_port(env),
-        render_processes=_int(env, "RENDER_PROCESSES", os.cpu_count() or 1, minimum=1),
+        render_processes=processes,
         render_max_tasks_per_child=_int(env, "RENDER_MAX_TASKS_PER_CHILD", 500, minimum=1),
-        render_max_megapixels_in_flight=_int(
-            env, "RENDER_MAX_MEGAPIXELS_IN_FLIGHT", 100, minimum=1
+        render_max_megapixels_in_flight=_int(env, "RENDER_MAX_MEGAPIXELS_IN_FLIGHT", 80, minimum=1),
+        render_budget_floor_seconds=_float(env, "RENDER_BUDGET_FLOOR_SECONDS", 5.0),
+        render_budget_seconds_per_megapixel=_float(env, "RENDER_BUDGET_SECONDS_PER_MEGAPIXEL", 0.2),
+        render_thumbnails_max_in_flight=_int(
+            env, "RENDER_THUMBNAILS_MAX_IN_FLIGHT", 2 * processes, minimum=1
         ),
-        max_avatar_bytes=_int(env, "MAX_AVATAR_BYTES", 20 * 1024 * 1024, minimum=1),
+        max_avatar_bytes=max_avatar_bytes,
         max_pixels=_int(env, "MAX_PIXELS", 50_000_000, minimum=1),
+        max_segments=_int(env, "MAX_SEGMENTS", _SCAN.max_segments, minimum=1),
+        max_metadata_bytes=_int(env, "MAX_METADATA_BYTES", _SCAN.max_metadata_bytes, minimum=0),
+        max_scans=_int(env, "MAX_SCANS", _SCAN.max_scans, minimum=1),
+        max_frames=_int(env, "MAX_FRAMES", _SCAN.max_frames, minimum=1),
+        max_blocks=_int(env, "MAX_BLOCKS", _SCAN.max_blocks, minimum=1),
         ack_wait_seconds=_float(env, "ACK_WAIT_SECONDS", 30.0),
         max_deliver=_int(env, "MAX_DELIVER", 6, minimum=1),
         retry_base_seconds=retry_base,
@@ -170,6 +343,18 @@ def from_env(env: Mapping[str, str]) -> Settings:
         accounts_tls_key_file=client_key,
         metrics_port=_port(env, "IMAGING_METRICS_PORT", 9102),
         otlp_endpoint=_otlp_endpoint(env),
+        nats_auth=_nats_auth(env),
+        s3_ca_file=_file(env, "S3_CA_FILE"),
+        max_concurrent_rpcs=_int(env, "MAX_CONCURRENT_RPCS", 64, minimum=1),
+        max_concurrent_uploads=_int(env, "MAX_CONCURRENT_UPLOADS", 16, minimum=1),
+        max_request_bytes_in_flight=_int(  # room for one image at the limit
+            env, "MAX_REQUEST_BYTES_IN_FLIGHT", 96 * 1024 * 1024, minimum=max_avatar_bytes + 65536
+        ),
+        max_requests_receiving=_int(env, "MAX_REQUESTS_RECEIVING", 2, minimum=1),
+        max_streams_per_connection=_int(env, "MAX_STREAMS_PER_CONNECTION", 1024, minimum=1),
+        retry_after_seconds=_float(env, "RETRY_AFTER_SECONDS", 1.0),
+        keepalive_seconds=_float(env, "KEEPALIVE_SECONDS", 30.0),
+        keepalive_timeout_seconds=_float(env, "KEEPALIVE_TIMEOUT_SECONDS", 10.0),
     )
 
 

@@ -22,9 +22,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"})
 
 
-def http_client(secure: bool) -> urllib3.PoolManager:
+def http_client(secure: bool, ca_file: str = "") -> urllib3.PoolManager:
     """Short timeouts and two quick retries: minio's default pool can hang for minutes when S3
-    is down, and the queue retries with back-off anyway."""
+    is down, and the queue retries with back-off anyway. HTTPS checks S3's certificate against
+    ``ca_file`` (S3_CA_FILE), else certifi's CAs."""
     retries = urllib3.Retry(
         total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504), raise_on_status=False
     )
@@ -35,7 +36,7 @@ def http_client(secure: bool) -> urllib3.PoolManager:
             retries=retries,
             maxsize=16,
             cert_reqs="CERT_REQUIRED",
-            ca_certs=certifi.where(),
+            ca_certs=ca_file or certifi.where(),
         )
     return urllib3.PoolManager(timeout=timeout, retries=retries, maxsize=16)
 
@@ -49,7 +50,14 @@ class Storage:
 
     @classmethod
     def connect(
-        cls, endpoint: str, access_key: str, secret_key: str, bucket: str, secure: bool, region: str
+        cls,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        secure: bool,
+        region: str,
+        ca_file: str = "",
     ) -> Storage:
         client = Minio(
             endpoint,
@@ -57,7 +65,7 @@ class Storage:
             secret_key=secret_key,
             secure=secure,
             region=region,
-            http_client=http_client(secure),
+            http_client=http_client(secure, ca_file),
         )
         return cls(client, bucket)
 

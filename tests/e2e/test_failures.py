@@ -82,6 +82,7 @@ def test_s3_down_past_every_retry_fails_dead_letters_and_replays(
     imaging_stub,
     s3_server: S3Server,
     nats_server: NatsServer,
+    internal_token: str,
 ) -> None:
     _, imaging = pipeline
     before = imaging_stub.GetQueueStats(empty_pb2.Empty(), timeout=10).dead_lettered
@@ -102,7 +103,11 @@ def test_s3_down_past_every_retry_fails_dead_letters_and_replays(
         )
     finally:
         s3_server.start()
-    replayed = imaging_stub.ReplayDeadLetters(imaging_pb2.ReplayDeadLettersRequest(), timeout=30)
+    replayed = imaging_stub.ReplayDeadLetters(
+        imaging_pb2.ReplayDeadLettersRequest(),
+        metadata=(("authorization", f"Bearer {internal_token}"),),
+        timeout=30,
+    )
     assert replayed.replayed >= 1
     assert imaging_stub.GetQueueStats(empty_pb2.Empty(), timeout=10).dead_lettered == 0
     final = wait_settled_status(accounts_stub, user.id, READY)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
-from accounts.v1 import accounts_pb2
+from accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from devstack.net import free_port
 from tests.e2e.conftest import Service
 from tests.e2e.support import READY, image_bytes, unique_email, wait_settled
 
@@ -144,3 +147,35 @@ def test_update_avatar_from_an_upload(pipeline: tuple[Service, Service], account
     assert updated.avatar.object == f"avatars/{user.id}/2/original"
     ready = wait_settled(accounts_stub, user.id)
     assert (ready.thumbnail_status, ready.avatar.generation) == (READY, 2)
+
+
+@pytest.fixture
+def rationed(service_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
+    """An accounts process that issues 3 uploads at once, then one every 100 s."""
+    port = free_port()
+    env = service_env | {
+        "ACCOUNTS_PORT": str(port),
+        "UPLOAD_BURST": "3",
+        "UPLOADS_PER_SECOND": "0.01",
+    }
+    service = Service("accounts-rationed", "accounts_service", port, env, tmp_path / "a.log")
+    service.start()
+    yield service
+    service.process.terminate(30)
+
+
+def test_create_avatar_upload_is_refused_past_its_rate_with_retry_info(
+    rationed: Service,
+) -> None:
+    request = accounts_pb2.CreateAvatarUploadRequest(content_type="image/png", content_length=100)
+    with grpc.insecure_channel(rationed.addr) as channel:
+        stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+        issued = [stub.CreateAvatarUpload(request, timeout=10) for _ in range(3)]
+        assert len({i.object for i in issued}) == 3
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateAvatarUpload(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(err.value)
+    info = error_details_pb2.RetryInfo()
+    assert status is not None and any(d.Unpack(info) for d in status.details)
+    assert 0 < info.retry_delay.ToTimedelta().total_seconds() <= 100

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import nats
+import psycopg
 import pytest
 from nats.js.api import StreamConfig
 from psycopg_pool import AsyncConnectionPool
@@ -19,6 +20,33 @@ from accounts_service.outbox import OutboxRelay
 from devstack.nats import NatsServer
 
 SUBJECT = "accounts.thumbnail.requested"
+
+
+RELAY_APP = "relay-under-test"
+
+
+class WatchedBus(Bus):
+    """A real Bus that, as each publish starts, notes how many of the relay's sessions are
+    inside a transaction (`idle in transaction` while it waits for NATS, if any)."""
+
+    def __init__(self, url: str, dsn: str) -> None:
+        super().__init__(url, publish_timeout=0.5)
+        self._dsn = dsn
+        self.open_transactions: list[int] = []
+
+    async def publish(
+        self, subject: str, payload: bytes, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as probe:
+            cur = await probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = %s AND xact_start IS NOT NULL",
+                (RELAY_APP,),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        self.open_transactions.append(int(row[0]))
+        await super().publish(subject, payload, msg_id, headers)
 
 
 @pytest.fixture
@@ -153,3 +181,83 @@ async def test_relay_wakes_on_notify_not_only_by_polling(
     await task
     await bus.close()
     assert elapsed < 10, "not woken by NOTIFY (poll interval is 60 s)"
+
+
+async def attempts(pool: AsyncConnectionPool[db.Conn]) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT coalesce(sum(attempts), 0) FROM outbox")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_no_transaction_is_open_while_the_relay_waits_for_nats(
+    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str, own_nats: NatsServer
+) -> None:
+    """NATS is down and the relay keeps retrying: at every publish attempt, not one of the
+    relay's sessions is inside a transaction (the claim was committed before NATS was called)."""
+    bus = WatchedBus(stream, dsn)
+    await bus.connect()
+    relay_pool: AsyncConnectionPool[db.Conn] = AsyncConnectionPool(
+        dsn, min_size=2, max_size=2, open=False, kwargs={"application_name": RELAY_APP}
+    )
+    async with relay_pool:
+        relay = OutboxRelay(relay_pool, bus, dsn, poll_seconds=0.2)
+        stop = asyncio.Event()
+        own_nats.stop()
+        try:
+            await add_events(pool, 3)
+            task = asyncio.create_task(relay.run(stop))
+            async with asyncio.timeout(30):
+                while await attempts(pool) < 3:  # noqa: ASYNC110 (no event to await)
+                    await asyncio.sleep(0.05)  # poll with a deadline
+            assert await unpublished(pool) == 3, "nothing was marked while NATS was down"
+        finally:
+            own_nats.start()
+        await wait_all_published(pool, 30)
+        stop.set()
+        await task
+    assert len(bus.open_transactions) >= 3 + 3  # 3 failed attempts at least, then 3 publishes
+    assert set(bus.open_transactions) == {0}, bus.open_transactions
+    await bus.close()
+
+
+async def test_a_batch_leased_by_a_relay_that_died_goes_out_once_the_lease_ends(
+    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str
+) -> None:
+    ids = await add_events(pool, 3)
+    async with pool.connection() as conn:
+        assert len(await db.claim_events(conn, 10, lease_seconds=1.0)) == 3  # and never marked
+    bus = Bus(stream)
+    relay = OutboxRelay(pool, bus, dsn, poll_seconds=30)
+    assert await relay.publish_pending() == 0, "leased rows are left to their holder"
+    async with asyncio.timeout(10):
+        while not await relay.publish_pending():  # noqa: ASYNC110 (no event to await)
+            await asyncio.sleep(0.05)  # poll with a deadline until the lease runs out
+    assert await stream_msg_ids(stream) == [str(i) for i in ids]
+    assert await unpublished(pool) == 0
+    await bus.close()
+
+
+async def test_a_failed_publish_releases_the_rest_of_the_batch(
+    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str, own_nats: NatsServer
+) -> None:
+    """Events left unpublished are not kept leased: another relay may take them at once."""
+    await add_events(pool, 2)
+    bus = Bus(stream, publish_timeout=0.5)
+    await bus.connect()
+    relay = OutboxRelay(pool, bus, dsn, poll_seconds=0.2)
+    own_nats.stop()
+    try:
+        with pytest.raises(PublishFailed):
+            await relay.publish_pending()
+        async with pool.connection() as conn:
+            assert len(await db.claim_events(conn, 10, lease_seconds=1.0)) == 2
+    finally:
+        own_nats.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await wait_all_published(pool, 30)  # once that lease ends
+    stop.set()
+    await task
+    await bus.close()

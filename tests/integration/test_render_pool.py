@@ -1,18 +1,23 @@
-"""The render pool with real processes: recycling, a crashing process, admission by megapixels."""
+"""The render pool with real processes: recycling, a crashing process, admission by megapixels,
+the time budget, and an environment without secrets."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from imaging_service.errors import RenderUnavailable
-from imaging_service.pool import RenderPool
+from imaging_service.pool import RenderBudget, RenderPool
 from imaging_service.render import ImageRejected, Limits, render
 from tests.corpus import read
 
@@ -77,13 +82,21 @@ async def test_renders_what_the_renderer_renders() -> None:
         await pool.close()
 
 
-async def test_an_image_refused_by_its_header_never_reaches_a_process() -> None:
+async def test_an_image_refused_by_the_pre_scan_never_reaches_a_process() -> None:
     pool = RenderPool(1, Limits())
     try:
-        for name in ("bomb_png_20000x20000.png", "bad_vector.svg", "bad_empty.jpg"):
-            with pytest.raises(ImageRejected):
-                await pool.render(read(name))
+        refused = [read("bomb_png_20000x20000.png"), read("bad_empty.jpg"), scan_bomb(64, 200)]
+        codes = []
+        for data in refused:
+            with pytest.raises(ImageRejected) as rejected:
+                await pool.render(data)
+            codes.append(rejected.value.code)
+        assert codes == ["TOO_MANY_PIXELS", "EMPTY", "TOO_COMPLEX"]
         assert pool.pids() == []
+        # What the pre-scan does not judge is the render process's to refuse.
+        with pytest.raises(ImageRejected, match="UNSUPPORTED_FORMAT"):
+            await pool.render(read("bad_vector.svg"))
+        assert len(pool.pids()) == 1
     finally:
         await pool.close()
 
@@ -193,3 +206,96 @@ async def test_close_finishes_running_renders_then_refuses() -> None:
     with pytest.raises(RenderUnavailable):
         await pool.render(read(PHOTO))
     assert pool.pids() == [] and not exists(pid)
+
+
+def scan_bomb(side: int, extra_scans: int) -> bytes:
+    """A progressive JPEG of one colour whose last scan (a luma AC refinement, 14 bytes) comes
+    ``extra_scans`` more times: each copy makes the decoder walk every block again (about 2 ms
+    per copy at 4 MP here), in a file of a few KB."""
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 140, 200)).save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    last_scan = data.rindex(b"\xff\xda")
+    end = data.rindex(b"\xff\xd9")
+    return data[:end] + data[last_scan:end] * extra_scans + data[end:]
+
+
+async def test_a_render_over_its_budget_is_killed_and_the_next_one_gets_a_new_process() -> None:
+    # The bomb takes over 10 s to render; its budget here is 1 s, the photo's render 20 ms.
+    bomb = scan_bomb(2000, 5000)
+    limits = Limits(max_scans=10_000, max_segments=10_000, max_blocks=100_000)
+    pool = RenderPool(1, limits, budget=RenderBudget(floor=1.0, per_megapixel=0.0))
+    try:
+        await pool.render(read(PHOTO), (32,))
+        (first,) = pool.pids()
+        with pytest.raises(ImageRejected) as rejected:
+            await pool.render(bomb, (32,))
+        assert rejected.value.code == "TOO_COMPLEX"
+        assert rejected.value.reason == "the render took longer than its budget of 1.0 s for 4.0 MP"
+        await until(lambda: dead(first), "the killed process is gone")
+        assert pool.pids() != [first] and pool.megapixels_in_flight == 0
+        assert len(await pool.render(read(PHOTO), (32,))) == 1
+    finally:
+        await pool.close()
+
+
+SECRETS = {
+    "INTERNAL_TOKEN": "internal-3b6f",
+    "S3_SECRET_KEY": "s3-secret-91ac",
+    "S3_ACCESS_KEY": "s3-access-77d0",
+    "NATS_URL": "nats://imaging:nats-pass-5e21@127.0.0.1:4222",
+    "NATS_PASSWORD": "nats-pass-5e21",
+    "DATABASE_URL": "postgresql://u:pg-pass-c4d2@db/accounts",
+}
+# Starts a pool in a fresh interpreter (the fork server is started once per process, so this
+# one must not inherit it from the tests), renders once, and reports what the render process,
+# its fork server and the service itself have in their environments.
+ENVIRON_PROBE = """
+import asyncio, json, os, sys
+from imaging_service.pool import RenderPool
+from imaging_service.render import Limits
+
+def environ(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return [e.decode() for e in f.read().split(b"\\0") if e]
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+async def main():
+    pool = RenderPool(1, Limits())
+    try:
+        await pool.render(open(sys.argv[1], "rb").read(), (32,))
+        (pid,) = pool.pids()
+        report = {
+            "render": environ(pid),
+            "fork_server": environ(parent(pid)),
+            "service": dict(os.environ),
+        }
+    finally:
+        await pool.close()
+    print(json.dumps(report))
+
+asyncio.run(main())
+"""
+
+
+def test_render_processes_start_without_the_services_secrets(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(read(PHOTO))
+    env = {**os.environ, **SECRETS, "LC_ALL": "C.UTF-8"}
+    done = subprocess.run(
+        [sys.executable, "-c", ENVIRON_PROBE, str(photo)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    for kind in ("render", "fork_server"):
+        names = {entry.partition("=")[0] for entry in report[kind]}
+        text = "\n".join(report[kind])
+        assert not names & SECRETS.keys(), kind
+        assert not [value for value in SECRETS.values() if value in text], kind
+        assert {"PATH", "LC_ALL"} <= names, kind  # what the C library and Python read
+    # The service's own environment is whole again once the fork server has started.
+    assert SECRETS.items() <= report["service"].items()

@@ -1,0 +1,1 @@
+"""gRPC server guards shared by both services: in-flight limits, undecodable requests, RetryInfo."""
