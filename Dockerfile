@@ -28,6 +28,7 @@ COPY accounts_service ./accounts_service
 COPY imaging_service ./imaging_service
 COPY grpc_telemetry ./grpc_telemetry
 COPY grpc_guard ./grpc_guard
+COPY credentials ./credentials
 COPY image_policy ./image_policy
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation .
 

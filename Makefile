@@ -49,7 +49,7 @@ check-protos: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy accounts_service imaging_service grpc_telemetry devstack image_policy grpc_guard
+	$(BIN)/mypy accounts_service imaging_service grpc_telemetry devstack image_policy grpc_guard credentials
 
 format: install
 	$(BIN)/ruff format .

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Mapping
-from typing import Any
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from accounts_service.settings import NatsAuth, redact_url
+from credentials.nats_auth import NatsAuth
+from credentials.nats_connect import connect_options
+from credentials.redact import redact_url
 
 log = logging.getLogger(__name__)
 # Replies (publish acks) come to inboxes under this prefix, the only subjects the accounts NATS
@@ -46,7 +46,7 @@ class Bus:
             return
         try:
             nc = await nats.connect(
-                **connect_options(self._url, self._auth),
+                **connect_options(self._url, self._auth, INBOX_PREFIX),
                 name="accounts-outbox-relay",
                 connect_timeout=2,
                 reconnect_time_wait=1,
@@ -96,23 +96,3 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         log.info("nats reconnected")
-
-
-def connect_options(url: str, auth: NatsAuth) -> dict[str, Any]:
-    """nats.connect's keyword arguments for the servers in `url` (comma-separated) and `auth`.
-    Unset credentials stay None: an empty user or token would override those in the URL."""
-    options: dict[str, Any] = {
-        "servers": [server.strip() for server in url.split(",") if server.strip()],
-        "user": auth.user or None,
-        "password": auth.password or None,
-        "token": auth.token or None,
-        "nkeys_seed": auth.nkey_seed_file or None,
-        "user_credentials": auth.creds_file or None,
-        "inbox_prefix": INBOX_PREFIX,
-    }
-    if auth.tls_ca_file or auth.tls_cert_file:
-        context = ssl.create_default_context(cafile=auth.tls_ca_file or None)
-        if auth.tls_cert_file:
-            context.load_cert_chain(auth.tls_cert_file, auth.tls_key_file)
-        options["tls"] = context
-    return options

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,8 +25,9 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from credentials.nats_auth import NatsAuth
+from credentials.nats_connect import connect_options
 from imaging_service.errors import QueueUnavailable
-from imaging_service.settings import NatsAuth
 
 log = logging.getLogger(__name__)
 # Replies and pulled messages come to inboxes under this prefix, the only subjects the imaging
@@ -274,7 +274,7 @@ async def _connect(nc: Client, url: str, auth: NatsAuth) -> None:
         log.info("nats reconnected")
 
     await nc.connect(
-        **connect_options(url, auth),
+        **connect_options(url, auth, INBOX_PREFIX),
         name="imaging_service",
         allow_reconnect=True,
         max_reconnect_attempts=-1,
@@ -288,26 +288,6 @@ async def _connect(nc: Client, url: str, auth: NatsAuth) -> None:
     server = nc.connected_url
     where = f"{server.hostname}:{server.port}" if server else ""
     log.info("nats connected", extra={"server": where})  # not the netloc: it has the password
-
-
-def connect_options(url: str, auth: NatsAuth) -> dict[str, Any]:
-    """nats.connect's keyword arguments for the servers in `url` (comma-separated) and `auth`.
-    Unset credentials stay None: an empty user or token would override those in the URL."""
-    options: dict[str, Any] = {
-        "servers": [server.strip() for server in url.split(",") if server.strip()],
-        "user": auth.user or None,
-        "password": auth.password or None,
-        "token": auth.token or None,
-        "nkeys_seed": auth.nkey_seed_file or None,
-        "user_credentials": auth.creds_file or None,
-        "inbox_prefix": INBOX_PREFIX,
-    }
-    if auth.tls_ca_file or auth.tls_cert_file:
-        context = ssl.create_default_context(cafile=auth.tls_ca_file or None)
-        if auth.tls_cert_file:
-            context.load_cert_chain(auth.tls_cert_file, auth.tls_key_file)
-        options["tls"] = context
-    return options
 
 
 async def ensure(js: JetStreamContext, config: QueueConfig) -> None:

@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
 
-from imaging_service.settings import REDACTED
+from credentials.scrub import Scrubber
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
-# Credentials in any URL a library puts into a message (scheme://user:password@host).
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@\"']+@")
-# Shorter values would blank out ordinary words, and are no secret anyway.
-_MIN_SECRET_CHARS = 4
-
 
 class JsonFormatter(logging.Formatter):
-    """The last line of defence: a secret value that reaches a log line anyway (in a library's
-    error message, say) is replaced, as it is, JSON-escaped or percent-encoded, and so is the
-    userinfo of any URL. Nothing should depend on it: our own messages carry no secret."""
+    """Each line passes through credentials.scrub.Scrubber with `secrets` (Settings.secrets())
+    before it is written."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        forms = {
-            form
-            for secret in secrets
-            if len(secret) >= _MIN_SECRET_CHARS
-            for form in (secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote(secret))
-        }
-        self._secrets = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
-
-    def scrub(self, line: str) -> str:
-        for secret in self._secrets:
-            line = line.replace(secret, REDACTED)
-        return _URL_USERINFO.sub(rf"\1{REDACTED}@", line)
+        self._scrubber = Scrubber(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -50,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return self.scrub(json.dumps(entry, default=str))
+        return self._scrubber.scrub(json.dumps(entry, default=str))
 
 
 def configure(level: str, secrets: Iterable[str] = ()) -> None:

@@ -6,73 +6,18 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
 
-import nkeys
-
+from credentials.nats_auth import CredentialError, NatsAuth, nats_auth_from_env, nats_secrets
+from credentials.redact import redacted_repr
 from image_policy.prescan import ScanLimits
 
-REDACTED = "[redacted]"
 _SCAN = ScanLimits()
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the gRPC server's receive and send limit
-# A comma followed by a scheme starts the next URL of a list (nats://a:4222,nats://b:4222); other
-# commas belong to one URL (postgresql://h1:5432,h2:5433/db).
-_NEXT_URL = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")
-_KEPT_CONNINFO_KEYS = ("host=", "hostaddr=", "port=", "dbname=")
-
-
-_NKEY_SEED = re.compile(r"\bSU[A-Z2-7]{56}\b")  # a user seed, alone or in a .creds file
 
 
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names it."""
-
-
-def redact_url(value: str) -> str:
-    """`value` without credentials, for logs: scheme://host:port/path of each URL of a
-    comma-separated list, with no user, password, query or fragment (where libpq takes
-    `password=` and `sslpassword=`); a key=value connection string keeps host, port and dbname.
-    Kept in step with accounts_service.settings.redact_url (tests/unit/test_secret_settings.py)."""
-    if "://" not in value:
-        return " ".join(p for p in value.split() if p.startswith(_KEPT_CONNINFO_KEYS))
-    return ",".join(_redact_one(url) for url in _NEXT_URL.split(value.strip()))
-
-
-def _redact_one(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    before_query = re.split(r"[?#]", rest, maxsplit=1)[0]
-    return f"{scheme}://{before_query.rpartition('@')[2]}"
-
-
-def _url_secrets(value: str) -> list[str]:
-    """Passwords in the userinfo of each URL of a list, and a user alone (NATS takes that as a
-    token)."""
-    found = []
-    for url in _NEXT_URL.split(value.strip()):
-        try:
-            parts = urlsplit(url)
-            user, password = parts.username, parts.password
-        except ValueError:
-            continue
-        found.append(password if password is not None else (user or ""))
-    return [s for s in found if s]
-
-
-@dataclass(frozen=True)
-class NatsAuth:
-    """How the service proves itself to NATS and checks NATS' certificate: at most one of
-    user/password, token, NKey seed file or creds file (else credentials in NATS_URL, if any),
-    plus TLS with a CA file and a client certificate. repr shows no password or token."""
-
-    user: str = ""
-    password: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
-    nkey_seed_file: str = ""
-    creds_file: str = ""
-    tls_ca_file: str = ""
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,7 +70,7 @@ class Settings:
     subject: str = "accounts.thumbnail.requested"
     replay_subject: str = "accounts.thumbnail.replayed"  # replayed dead letters; in `stream`
     durable: str = "imaging"
-    nats_auth: NatsAuth = NatsAuth()
+    nats_auth: NatsAuth = field(default_factory=NatsAuth)
     s3_ca_file: str = ""  # CA bundle for HTTPS to S3; "": certifi's CAs
     # In-flight limits of the gRPC server (grpc_guard); past one a call gets RESOURCE_EXHAUSTED
     # with RetryInfo. Sized for this main process (README, "Hostile input and limits").
@@ -140,21 +85,12 @@ class Settings:
     keepalive_timeout_seconds: float = 10.0  # dropped (with its calls) after this long
 
     def __repr__(self) -> str:
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "nats_url":
-                shown.append(f"{f.name}={redact_url(value)!r}")
-            elif f.repr:
-                shown.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
+        return redacted_repr(self, url_fields=("nats_url",))
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for the log filter that keeps them out of log lines."""
         found = [
-            *_url_secrets(self.nats_url),
-            self.nats_auth.password,
-            self.nats_auth.token,
+            *nats_secrets(self.nats_url, self.nats_auth),
             self.s3_secret_key,
             self.internal_token,
         ]
@@ -242,56 +178,10 @@ def _paired(env: Mapping[str, str], cert_key: str, key_key: str) -> tuple[str, s
 
 
 def _nats_auth(env: Mapping[str, str]) -> NatsAuth:
-    auth = NatsAuth(
-        user=env.get("NATS_USER", "").strip(),
-        password=env.get("NATS_PASSWORD", "").strip(),
-        token=env.get("NATS_TOKEN", "").strip(),
-        nkey_seed_file=_file(env, "NATS_NKEY_SEED_FILE"),
-        creds_file=_file(env, "NATS_CREDS_FILE"),
-        tls_ca_file=_file(env, "NATS_TLS_CA_FILE"),
-        tls_cert_file=_file(env, "NATS_TLS_CERT_FILE"),
-        tls_key_file=_file(env, "NATS_TLS_KEY_FILE"),
-    )
-    check_nats_auth(auth)
-    return auth
-
-
-def check_nats_auth(auth: NatsAuth) -> None:
-    """Raises SettingsError for a half or ambiguous NATS credential. Kept in step with
-    accounts_service.settings.check_nats_auth (tests/unit/test_secret_settings.py)."""
-    if bool(auth.user) != bool(auth.password):
-        raise SettingsError("NATS_USER and NATS_PASSWORD must be set together")
-    if bool(auth.tls_cert_file) != bool(auth.tls_key_file):
-        raise SettingsError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE must be set together")
-    chosen = [
-        key
-        for key, value in (
-            ("NATS_USER", auth.user),
-            ("NATS_TOKEN", auth.token),
-            ("NATS_NKEY_SEED_FILE", auth.nkey_seed_file),
-            ("NATS_CREDS_FILE", auth.creds_file),
-        )
-        if value
-    ]
-    if len(chosen) > 1:
-        raise SettingsError(f"set only one NATS credential, got {' and '.join(chosen)}")
-    if auth.nkey_seed_file:
-        _check_seed("NATS_NKEY_SEED_FILE", auth.nkey_seed_file)
-    if auth.creds_file:
-        _check_seed("NATS_CREDS_FILE", auth.creds_file)
-
-
-def _check_seed(key: str, path: str) -> None:
-    """A seed that does not parse fails at start, not at the first publish; the message never
-    quotes the file's content."""
     try:
-        with open(path, encoding="ascii", errors="replace") as file:
-            found = _NKEY_SEED.search(file.read())
-        if found is None:
-            raise ValueError("no seed")
-        nkeys.from_seed(found[0].encode())
-    except (OSError, ValueError, nkeys.NkeysError):
-        raise SettingsError(f"{key} holds no valid NATS user NKey seed: {path!r}") from None
+        return nats_auth_from_env(env)
+    except CredentialError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def from_env(env: Mapping[str, str]) -> Settings:

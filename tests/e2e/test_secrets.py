@@ -19,6 +19,7 @@ from accounts.v1 import accounts_pb2_grpc
 from google.protobuf import empty_pb2
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
+from credentials.redact import REDACTED  # what the log scrubber writes for a secret
 from devstack.nats import NatsServer
 from devstack.net import free_port, wait_until
 from devstack.postgres import Postgres
@@ -27,7 +28,6 @@ from tests.e2e.conftest import Service
 from tests.e2e.faults import jobs, worker_paused
 from tests.e2e.support import PENDING, READY, create_user, image_bytes, wait_settled
 
-REDACTED = "[redacted]"  # what the services' log filter writes instead of a secret
 AVATAR = "photo_coffee_progressive_q80.jpg"
 
 

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import nacl.signing
@@ -30,12 +29,13 @@ import pytest
 from accounts_service import bus as accounts_bus
 from accounts_service import settings as accounts_settings
 from accounts_service.bus import Bus, PublishFailed
+from credentials.nats_connect import connect_options
 from devstack.nats import NatsServer
 from imaging_service import bus as imaging_bus
 from imaging_service import settings as imaging_settings
-from imaging_service.bus import QueueConfig, open_queue
+from imaging_service.bus import open_queue
+from tests.integration.imaging_queue import SUBJECT, deployed_queue
 
-SUBJECT = "accounts.thumbnail.requested"
 DEADLINE = 15.0
 # What both services' settings require besides NATS; the values are never used here.
 ENV = {
@@ -152,25 +152,12 @@ def env(url: str, **credential: str) -> dict[str, str]:
     return ENV | {"NATS_URL": url} | credential
 
 
-def queue_config(url: str, auth: imaging_settings.NatsAuth) -> QueueConfig:
-    return QueueConfig(
-        url=url,
-        stream="ACCOUNTS",
-        stream_subjects=("accounts.>",),
-        subject=SUBJECT,
-        durable="imaging",
-        ack_wait=30.0,
-        max_ack_pending=8,
-        auth=auth,
-    )
-
-
 async def both_services_work(url: str, credential: dict[str, str]) -> None:
     """Accounts' Bus publishes a thumbnail request, imaging's queue fetches it, both with the
     NATS credential their settings make of `credential`."""
     accounts_auth = accounts_settings.from_env(env(url, **credential)).nats_auth
     imaging_auth = imaging_settings.from_env(env(url, **credential)).nats_auth
-    queue = await asyncio.wait_for(open_queue(queue_config(url, imaging_auth)), 20)
+    queue = await asyncio.wait_for(open_queue(deployed_queue(url, imaging_auth)), 20)
     bus = Bus(url, auth=accounts_auth)
     try:
         request = uuid.uuid4().bytes
@@ -201,14 +188,15 @@ async def refused_without_showing_the_seed(
     """Both services' NATS options are refused by the server; the services keep retrying
     (NATS may be down for a while) and log why, and no error or log line carries the seed."""
     url, credential = secured.server.url, {key: str(secured.unknown)}
-    modules: list[tuple[ModuleType, ModuleType]] = [
-        (accounts_bus, accounts_settings),
-        (imaging_bus, imaging_settings),
-    ]
-    for bus, settings in modules:
-        auth = settings.from_env(env(url, **credential)).nats_auth
+    services = (
+        (accounts_settings.from_env, accounts_bus.INBOX_PREFIX),
+        (imaging_settings.from_env, imaging_bus.INBOX_PREFIX),
+    )
+    for from_env, inbox_prefix in services:
+        auth = from_env(env(url, **credential)).nats_auth
+        options = connect_options(url, auth, inbox_prefix)
         with pytest.raises(nats.errors.Error) as refused:
-            await nats.connect(**bus.connect_options(url, auth), allow_reconnect=False)
+            await nats.connect(**options, allow_reconnect=False)
         assert AUTH_ERROR in str(refused.value).lower()
         assert secured.secret not in f"{refused.value} {refused.value!r}"
 
@@ -217,7 +205,7 @@ async def refused_without_showing_the_seed(
     relay = Bus(url, auth=accounts_auth)
     publishing = asyncio.create_task(relay.publish(SUBJECT, b"x", msg_id=str(uuid.uuid4())))
     imaging_auth = imaging_settings.from_env(env(url, **credential)).nats_auth
-    opening = asyncio.create_task(open_queue(queue_config(url, imaging_auth)))
+    opening = asyncio.create_task(open_queue(deployed_queue(url, imaging_auth)))
     try:
         await logged(caplog, accounts_bus.__name__, AUTH_ERROR)
         await logged(caplog, imaging_bus.__name__, AUTH_ERROR)

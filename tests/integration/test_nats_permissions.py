@@ -19,17 +19,16 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from accounts_service import settings as accounts_settings
-from accounts_service.bus import Bus, connect_options
+from accounts_service.bus import INBOX_PREFIX, Bus
+from credentials.nats_auth import NatsAuth
+from credentials.nats_connect import connect_options
 from devstack.nats import NatsServer
 from devstack.process import find_binary
-from imaging_service import settings as imaging_settings
 from imaging_service.bus import JobQueue, QueueConfig, open_queue
 from tests.e2e.certs import Authority
+from tests.integration.imaging_queue import REPLAY_SUBJECT, SUBJECT, deployed_queue
 
 DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "overlays" / "dev" / "nats"
-SUBJECT = "accounts.thumbnail.requested"
-REPLAY_SUBJECT = "accounts.thumbnail.replayed"
 ACCOUNTS_PASSWORD = f"accounts-{uuid.uuid4().hex}"
 IMAGING_PASSWORD = f"imaging-{uuid.uuid4().hex}"
 VIOLATION = "permissions violation"
@@ -83,17 +82,7 @@ def tls_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsSer
 
 
 def imaging_config(url: str, **tls: str) -> QueueConfig:
-    return QueueConfig(
-        url=url,
-        stream="ACCOUNTS",
-        stream_subjects=("accounts.>",),
-        subject=SUBJECT,
-        durable="imaging",
-        ack_wait=30.0,
-        max_ack_pending=8,
-        replay_subject=REPLAY_SUBJECT,
-        auth=imaging_settings.NatsAuth(user="imaging", password=IMAGING_PASSWORD, **tls),
-    )
+    return deployed_queue(url, NatsAuth(user="imaging", password=IMAGING_PASSWORD, **tls))
 
 
 @pytest.fixture
@@ -141,7 +130,7 @@ def test_the_deployed_nats_conf_is_valid(tmp_path: Path) -> None:
 async def test_the_services_do_their_work_without_a_violation(
     authorized_nats: NatsServer, queue: JobQueue, caplog: pytest.LogCaptureFixture
 ) -> None:
-    auth = accounts_settings.NatsAuth(user="accounts", password=ACCOUNTS_PASSWORD)
+    auth = NatsAuth(user="accounts", password=ACCOUNTS_PASSWORD)
     bus = Bus(authorized_nats.url, auth=auth)
     try:
         for n in range(2):
@@ -225,13 +214,11 @@ async def test_both_services_speak_tls_with_client_certificates(
     ca = str(authority.pair.cert)
     accounts_cert = authority.issue("accounts", server=False)
     imaging_cert = authority.issue("imaging", server=False)
-    without_cert = accounts_settings.NatsAuth(
-        user="accounts", password=ACCOUNTS_PASSWORD, tls_ca_file=ca
-    )
-    options = connect_options(server.url, without_cert)
+    without_cert = NatsAuth(user="accounts", password=ACCOUNTS_PASSWORD, tls_ca_file=ca)
+    options = connect_options(server.url, without_cert, INBOX_PREFIX)
     with pytest.raises((OSError, nats.errors.Error, TimeoutError)):
         await nats.connect(**options, allow_reconnect=False, connect_timeout=2)
-    auth = accounts_settings.NatsAuth(
+    auth = NatsAuth(
         user="accounts", password=ACCOUNTS_PASSWORD, tls_ca_file=ca,
         tls_cert_file=str(accounts_cert.cert), tls_key_file=str(accounts_cert.key),
     )  # fmt: skip

@@ -1,35 +1,29 @@
-"""Secrets in both services' settings: redacted URLs, a repr and log lines without secrets,
-NATS credentials and TLS turned into nats-py options, S3's CA bundle.
+"""Secrets in both services' settings: a repr and log lines without secrets, NATS credential
+errors as each service's SettingsError, S3's CA bundle.
 
-The two services keep look-alike copies of the redaction and the NATS options (settings, logs,
-bus are per service); every test here runs on both, so the copies cannot drift apart.
+The redaction, the scrubber and the NATS credentials themselves are credentials/'s, tested once
+in test_credentials.py; here, each service's use of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import ssl
-from pathlib import Path
 from types import ModuleType
 from urllib.parse import quote
 
-import nacl.signing
-import nkeys
 import pytest
 
-from accounts_service import bus as accounts_bus
 from accounts_service import logs as accounts_logs
 from accounts_service import settings as accounts_settings
 from accounts_service import storage as accounts_storage
-from imaging_service import bus as imaging_bus
+from credentials.nats_auth import CredentialError, nats_auth_from_env
+from credentials.redact import REDACTED
 from imaging_service import logs as imaging_logs
 from imaging_service import settings as imaging_settings
 from imaging_service import storage as imaging_storage
-from tests.e2e.certs import Authority
 
 SETTINGS = [accounts_settings, imaging_settings]
-BUSES = [accounts_bus, imaging_bus]
 LOGS = [accounts_logs, imaging_logs]
 SECRET = "s3cr3t/p@ss"  # "/" and "@" survive only percent-encoded in a URL
 ENCODED = quote(SECRET, safe="")
@@ -40,31 +34,6 @@ ENV = {
     "NATS_URL": "nats://relay:natsurlpass@nats.example:4222",
     "S3_SECRET_KEY": "s3-secret-key-value",
 }
-
-
-@pytest.mark.parametrize("module", SETTINGS)
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        (
-            "postgresql://u:pw@db.example:5432/avatars?sslmode=require&password=x",
-            "postgresql://db.example:5432/avatars",
-        ),
-        (f"postgresql://u:{ENCODED}@h1:5432,h2:5433/db", "postgresql://h1:5432,h2:5433/db"),
-        ("postgresql://u:pa/ss@db/x", "postgresql://db/x"),
-        ("nats://user:pw@nats:4222", "nats://nats:4222"),
-        ("nats://sometoken@nats:4222", "nats://nats:4222"),
-        ("nats://a:p@n1:4222,tls://a:p@n2:4222", "nats://n1:4222,tls://n2:4222"),
-        ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
-        ("host=db port=5432 dbname=avatars user=u password=pw sslmode=require",
-         "host=db port=5432 dbname=avatars"),
-        ("", ""),
-    ],
-)  # fmt: skip
-def test_redacted_urls_keep_scheme_host_port_and_database(
-    module: ModuleType, url: str, shown: str
-) -> None:
-    assert module.redact_url(url) == shown
 
 
 def test_accounts_repr_shows_where_it_connects_and_no_secret() -> None:
@@ -120,65 +89,24 @@ def test_a_malformed_database_url_is_refused_without_echoing_it() -> None:
 
 
 @pytest.mark.parametrize("module", SETTINGS)
-def test_nats_credentials_are_whole_and_one_at_a_time(module: ModuleType, tmp_path: Path) -> None:
-    error = module.SettingsError
-    with pytest.raises(error, match="NATS_USER and NATS_PASSWORD"):
-        module.from_env(ENV | {"NATS_USER": "accounts"})
-    with pytest.raises(error, match=r"only one NATS credential.*NATS_USER and NATS_TOKEN"):
-        module.from_env(ENV | {"NATS_USER": "u", "NATS_PASSWORD": "p", "NATS_TOKEN": "t"})
-    with pytest.raises(error, match="NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE"):
-        module.from_env(ENV | {"NATS_TLS_CERT_FILE": __file__})
-    with pytest.raises(error, match="NATS_CREDS_FILE names no readable file"):
-        module.from_env(ENV | {"NATS_CREDS_FILE": str(tmp_path / "missing.creds")})
-    seed = tmp_path / "user.nk"
-    seed.write_text("SUAxxxx-not-a-seed\n")
-    with pytest.raises(
-        error, match="NATS_NKEY_SEED_FILE holds no valid NATS user NKey seed"
-    ) as bad:
-        module.from_env(ENV | {"NATS_NKEY_SEED_FILE": str(seed)})
-    assert "SUAxxxx" not in str(bad.value)
-    seed.write_text(user_seed() + "\n")
-    assert module.from_env(ENV | {"NATS_NKEY_SEED_FILE": str(seed)}).nats_auth.nkey_seed_file
-    creds = tmp_path / "user.creds"
-    creds.write_text(
-        f"-----BEGIN USER NKEY SEED-----\n{user_seed()}\n------END USER NKEY SEED------\n"
-    )
-    assert module.from_env(ENV | {"NATS_CREDS_FILE": str(creds)}).nats_auth.creds_file
-
-
-def user_seed() -> str:
-    raw = nacl.signing.SigningKey.generate().encode()
-    return str(nkeys.encode_seed(raw, nkeys.PREFIX_BYTE_USER).decode())
-
-
-@pytest.mark.parametrize(("bus", "settings"), list(zip(BUSES, SETTINGS, strict=True)))
-def test_nats_options_leave_unset_credentials_to_the_url(
-    bus: ModuleType, settings: ModuleType
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"NATS_USER": "accounts"},
+        {"NATS_USER": "u", "NATS_PASSWORD": "p", "NATS_TOKEN": "t"},
+        {"NATS_TLS_CERT_FILE": __file__},
+        {"NATS_CREDS_FILE": "/nonexistent/user.creds"},
+        {"NATS_NKEY_SEED_FILE": __file__},  # holds no seed
+    ],
+)
+def test_a_bad_nats_credential_is_a_settings_error_with_the_same_message(
+    module: ModuleType, bad: dict[str, str]
 ) -> None:
-    options = bus.connect_options("nats://a:p@n1:4222, nats://a:p@n2:4222", settings.NatsAuth())
-    assert options["servers"] == ["nats://a:p@n1:4222", "nats://a:p@n2:4222"]
-    assert [options[k] for k in ("user", "password", "token", "nkeys_seed")] == [None] * 4
-    assert "tls" not in options
-    assert options["inbox_prefix"] == bus.INBOX_PREFIX
-    auth = settings.NatsAuth(user="imaging", password="pw")
-    assert bus.connect_options("nats://n:4222", auth)["password"] == "pw"
-
-
-@pytest.mark.parametrize(("bus", "settings"), list(zip(BUSES, SETTINGS, strict=True)))
-def test_nats_tls_trusts_the_ca_file_and_presents_the_client_certificate(
-    bus: ModuleType, settings: ModuleType, tmp_path: Path
-) -> None:
-    authority = Authority(tmp_path)
-    client = authority.issue("client", server=False)
-    auth = settings.NatsAuth(
-        tls_ca_file=str(authority.pair.cert),
-        tls_cert_file=str(client.cert),
-        tls_key_file=str(client.key),
-    )
-    context = bus.connect_options("tls://nats:4222", auth)["tls"]
-    assert isinstance(context, ssl.SSLContext)
-    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test CA"),),)]
+    with pytest.raises(CredentialError) as shared:
+        nats_auth_from_env(bad)
+    with pytest.raises(module.SettingsError) as refused:
+        module.from_env(ENV | bad)
+    assert str(refused.value) == str(shared.value)
 
 
 def test_s3_https_uses_the_ca_file() -> None:
@@ -210,6 +138,6 @@ def test_log_lines_never_carry_a_secret(logs: ModuleType) -> None:
     for hidden in (quote(secret, safe=""), "other", "elsewhere", "u:"):
         assert hidden not in line
     assert entry["msg"] == (
-        "raw [redacted] encoded [redacted] in nats://[redacted]@h:4222 "
-        "and postgresql://[redacted]@db/x, abc stays"
+        f"raw {REDACTED} encoded {REDACTED} in nats://{REDACTED}@h:4222 "
+        f"and postgresql://{REDACTED}@db/x, abc stays"
     )
