@@ -26,6 +26,7 @@ Request-streaming methods other than reflection are not guarded (neither service
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from grpc_guard import status, wire
+from grpc_guard import allocator, status, wire
 from grpc_guard.handlers import Admission, Context, Verdict, Verdicts, give_back
 from grpc_guard.limits import ByteBudget, Reservation, Slots
 
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 EXEMPT = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 MIB = 1024 * 1024
 SMALL_REQUEST_BYTES = 64 * 1024  # a request without a large field; also its fields beside one
+# After a large request is released, the heap is trimmed once things settle (see allocator.trim).
+TRIM_AFTER_BYTES = 1024 * 1024
+TRIM_DELAY_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class Guard:
         self._with_bodies = frozenset().union(*(c.methods for c in limits.caps if c.bodies))
         self._freed: set[asyncio.Future[None]] = set()  # calls waiting for room in the budget
         self._warnings = _Warnings()
+        self._trim: asyncio.TimerHandle | None = None
 
     def around(self, *observers: grpc.aio.ServerInterceptor) -> list[grpc.aio.ServerInterceptor]:
         """The server's interceptors up to `observers` (telemetry), which see every status."""
@@ -180,8 +185,20 @@ class Guard:
         return None
 
     def release(self, reservation: Reservation) -> None:
+        large = reservation.size >= TRIM_AFTER_BYTES
         reservation.release()
         self._wake()
+        if large and self._trim is None:
+            # One trim for a burst: scheduled by the first large release, run shortly after.
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY_SECONDS, self._trimmed)
+
+    def _trimmed(self) -> None:
+        self._trim = None
+        # A refused request leaves its bytes in a reference cycle (the error's traceback holds
+        # the frames that hold the request) that only the cyclic collector frees, and it runs
+        # its full collection rarely: 10 refused uploads held ~300 MiB until it did.
+        gc.collect()
+        allocator.trim()
 
     async def _room_for(self, size: int) -> Reservation | None:
         try:
