@@ -65,7 +65,13 @@ def test_accounts_down_the_worker_keeps_the_job_until_it_returns(
 ) -> None:
     accounts, imaging = pipeline
     with worker_paused(imaging, nats_server.url):
+        queued = consumer_info(nats_server.url).num_pending
         user = create_user(accounts_stub, image_bytes("photo_coffee_progressive_q80.jpg"))
+        # The relay hands the event to JetStream first: stopping accounts before that would
+        # leave it in the outbox, and this test is about the worker, not the relay.
+        wait_until(
+            lambda: consumer_info(nats_server.url).num_pending > queued, 30, "the event queued"
+        )
         accounts.process.terminate(30)
     try:
         wait_until(lambda: len(jobs(imaging, user.id)) >= 3, 60, "three attempts without accounts")
