@@ -72,7 +72,9 @@ def test_accounts_reconnects_after_a_postgres_restart(
                     ).fetchone()
                     == (0,)
                 ),
-                30,
+                # A publish whose mark was cut off by the restart is retried once its lease
+                # (30 s) runs out.
+                60,
                 "both events relayed",
             )
             published = conn.execute("SELECT count(*) FROM outbox").fetchone()
