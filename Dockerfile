@@ -28,8 +28,11 @@ COPY accounts_service ./accounts_service
 COPY imaging_service ./imaging_service
 COPY grpc_telemetry ./grpc_telemetry
 COPY grpc_guard ./grpc_guard
+COPY env_settings ./env_settings
+COPY object_keys ./object_keys
 COPY credentials ./credentials
 COPY image_policy ./image_policy
+COPY service_logs ./service_logs
 RUN /opt/venv/bin/pip install --no-deps --no-build-isolation .
 
 FROM python:3.11-slim-trixie

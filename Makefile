@@ -49,7 +49,7 @@ check-protos: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy accounts_service imaging_service grpc_telemetry devstack image_policy grpc_guard credentials
+	$(BIN)/mypy accounts_service imaging_service grpc_telemetry devstack image_policy grpc_guard credentials service_logs env_settings object_keys
 
 format: install
 	$(BIN)/ruff format .

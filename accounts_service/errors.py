@@ -1,11 +1,17 @@
-"""Errors of the accounts domain; servicer.py maps each to one gRPC status code.
+"""Errors of the accounts service; api/status.py maps each to one gRPC status code.
+
+The adapters raise only these: psycopg, psycopg_pool, minio and nats errors are translated
+where they are caught (adapters/db/pool.py, adapters/storage.py, adapters/bus.py).
 
 AccountsError
 ├── InvalidArgument   (field violations, optional failure code)  -> INVALID_ARGUMENT
 ├── NotFound                                                      -> NOT_FOUND
 ├── AlreadyExists                                                 -> ALREADY_EXISTS
 ├── Unauthenticated                                               -> UNAUTHENTICATED
-├── Unavailable       (database or storage unreachable)           -> UNAVAILABLE
+├── Unavailable       (database, storage or NATS unreachable)     -> UNAVAILABLE
+│   ├── ObjectMissing (a storage key that does not exist)
+│   └── PublishFailed (JetStream did not confirm an event)
+├── DatabaseFault     (PostgreSQL refused a statement: our bug)   -> INTERNAL
 └── Overloaded        (past a limit; retry_after_seconds)         -> RESOURCE_EXHAUSTED + RetryInfo
 """
 
@@ -44,6 +50,18 @@ class Unauthenticated(AccountsError):
 
 class Unavailable(AccountsError):
     pass
+
+
+class ObjectMissing(Unavailable):
+    """No object at that storage key (never stored, or removed meanwhile)."""
+
+
+class PublishFailed(Unavailable):
+    """The event was not confirmed by JetStream; it stays in the outbox and is retried."""
+
+
+class DatabaseFault(AccountsError):
+    """PostgreSQL refused a statement for a reason other than being unreachable."""
 
 
 class Overloaded(AccountsError):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from accounts.v1 import events_pb2
 
-from accounts_service import db
+from accounts_service.adapters import db
 from accounts_service.tracing import current_traceparent
 
 SUBJECT = "accounts.thumbnail.requested"

@@ -1,28 +1,26 @@
-"""Avatar intake: header checks, stored originals, and uploads issued by CreateAvatarUpload."""
+"""Avatar intake: header checks, storing originals (guarded against orphans), and the uploads
+issued by CreateAvatarUpload."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from psycopg_pool import AsyncConnectionPool
-
-from accounts_service import db
-from accounts_service.avatar import (
-    AvatarInfo,
-    AvatarLimits,
-    AvatarRejected,
-    inspect_avatar_off_loop,
-)
-from accounts_service.errors import InvalidArgument, Overloaded, Unavailable
+from accounts_service.adapters import db
+from accounts_service.adapters.storage import Storage
+from accounts_service.errors import InvalidArgument, ObjectMissing, Overloaded, Unavailable
 from accounts_service.ratelimit import TokenBucket
-from accounts_service.storage import Storage
+from image_policy.formats import ImageInfo, ImageRejected, probe_off_loop
+from image_policy.prescan import ScanLimits
+from object_keys import is_upload_key, new_upload_key, original_prefix
 
 UPLOAD_TTL = timedelta(hours=1)
-_UPLOAD_KEY = re.compile(r"uploads/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# An original is stored before the transaction that adopts it commits; the removal queued
+# beforehand (taken back by that commit) clears it after this long if the commit never comes.
+ORPHAN_GRACE_SECONDS = 3600.0
 UPLOAD_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"})
 Avatar = bytes | str  # inline image bytes, or an upload key from CreateAvatarUpload
 
@@ -37,9 +35,9 @@ class Upload:
 class AvatarIntake:
     def __init__(
         self,
-        pool: AsyncConnectionPool[db.Conn],
+        pool: db.Pool,
         storage: Storage,
-        limits: AvatarLimits,
+        limits: ScanLimits,
         uploads: TokenBucket,
     ) -> None:
         self._pool = pool
@@ -59,18 +57,47 @@ class AvatarIntake:
                 return exc.violations, exc.code
         return [], ""
 
-    async def check(self, data: bytes, field: str) -> AvatarInfo:
+    async def check(self, data: bytes, field: str) -> ImageInfo:
         """Header only; InvalidArgument on `field` with the failure code."""
         try:
-            return await inspect_avatar_off_loop(data, self._limits)
-        except AvatarRejected as exc:
+            return await probe_off_loop(data, self._limits)
+        except ImageRejected as exc:
             raise InvalidArgument(field, exc.reason, exc.code) from exc
 
+    async def source(self, conn: db.Conn, avatar: Avatar) -> bytes | db.UploadRow:
+        """Inline bytes as they are; an upload key as its row, if it may be used."""
+        return avatar if isinstance(avatar, bytes) else await self.issued(conn, avatar)
+
+    async def guard(self, conn: db.Conn, user_id: uuid.UUID, generation: int) -> list[int]:
+        """Queues the removal of the original about to be stored (in `ORPHAN_GRACE_SECONDS`),
+        so a crash before the commit leaves no orphan; the commit calls `take_back`."""
+        return await db.guard_prefixes(
+            conn, [original_prefix(user_id, generation)], ORPHAN_GRACE_SECONDS
+        )
+
+    @staticmethod
+    async def take_back(conn: db.Conn, guard: list[int]) -> None:
+        """Takes back the removal `guard` queued; if the cleaner has come for it already (a
+        call that took about an hour), the original may be gone: no commit."""
+        if not await db.release_guard(conn, guard):
+            raise Unavailable("the call took too long and its upload was removed; retry")
+
     async def store(self, source: bytes | db.UploadRow, key: str) -> str:
-        """Checks the avatar (inline bytes, or an upload as `issued` returned it) and stores
+        """Checks the avatar (inline bytes, or an upload as `source` returned it) and stores
         it at `key`; returns its content type. Storage only: call it with no database
         connection held. Claiming the upload is the caller's job, inside its transaction.
+        If the call is cancelled meanwhile, the write (in a thread, it cannot be interrupted)
+        is awaited and removed again.
         """
+        task = asyncio.ensure_future(self._store(source, key))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            await self.discard(key)
+            raise
+
+    async def _store(self, source: bytes | db.UploadRow, key: str) -> str:
         if isinstance(source, bytes):
             info = await self.check(source, "avatar_image")
             await self._storage.put_original(key, source, info.content_type)
@@ -90,10 +117,13 @@ class AvatarIntake:
                 "avatar_object",
                 f"is {stat.size} bytes, not the {upload.content_length} declared for the upload",
             )
-        # The whole object: WebP and AVIF openers read the full file, not just a header.
-        data = await self._storage.read_head(avatar, stat.size)
-        info = await self.check(data, "avatar_object")
-        await self._storage.copy(avatar, key)
+        try:
+            # The whole object: WebP and AVIF openers read the full file, not just a header.
+            data = await self._storage.read_head(avatar, stat.size)
+            info = await self.check(data, "avatar_object")
+            await self._storage.copy(avatar, key)
+        except ObjectMissing as exc:  # removed since the stat
+            raise InvalidArgument("avatar_object", "the upload is gone", "SOURCE_MISSING") from exc
         return info.content_type
 
     async def issue_upload(self, content_type: str, content_length: int) -> Upload:
@@ -109,7 +139,7 @@ class AvatarIntake:
             raise InvalidArgument.many(violations)
         if wait := self._uploads.take():
             raise Overloaded(wait, "too many uploads requested, retry later")
-        key = f"uploads/{uuid.uuid4()}"
+        key = new_upload_key()
         expire_time = datetime.now(UTC) + UPLOAD_TTL
         async with self._pool.connection() as conn, conn.transaction():
             await db.insert_upload(conn, key, content_type, content_length, expire_time)
@@ -126,7 +156,7 @@ class AvatarIntake:
     async def issued(self, conn: db.Conn, obj: str) -> db.UploadRow:
         """The upload row of `obj`, if CreateAvatarUpload issued it and no user used it yet;
         else InvalidArgument on avatar_object."""
-        upload = await db.get_upload(conn, obj) if _UPLOAD_KEY.fullmatch(obj) else None
+        upload = await db.get_upload(conn, obj) if is_upload_key(obj) else None
         if upload is None:
             raise InvalidArgument("avatar_object", "was not issued by CreateAvatarUpload")
         if upload.used_by is not None:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the accounts service, and the HTTP endpoint that serves them.
+"""Prometheus metrics of the accounts service (grpc_telemetry.endpoint serves the registry).
 
 Every metric lives in the registry of one `Metrics` object that main.py makes and passes in; a
 component built without one records into a private registry that nobody scrapes.

@@ -1,4 +1,4 @@
-"""Render results reported by the imaging service, checked before they touch a user."""
+"""Render results reported by the imaging service (UpdateThumbnails): checked, then recorded."""
 
 from __future__ import annotations
 
@@ -6,22 +6,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from accounts_service.adapters import db
 from accounts_service.errors import InvalidArgument
 from accounts_service.validation import has_control
+from object_keys import SIZES, thumbnail_key
 
-SIZES = {"small": 100, "medium": 200, "large": 400}
 FAILURE_CODES = frozenset(
     {"EMPTY", "NOT_AN_IMAGE", "TRUNCATED", "UNSUPPORTED_FORMAT", "TOO_MANY_PIXELS", "TOO_LARGE",
      "TOO_COMPLEX", "SOURCE_MISSING", "GAVE_UP"}
 )  # fmt: skip
-
-
-def original_key(user_id: uuid.UUID, generation: int) -> str:
-    return f"avatars/{user_id}/{generation}/original"
-
-
-def thumbnail_key(user_id: uuid.UUID, generation: int, name: str) -> str:
-    return f"thumbnails/{user_id}/{generation}/{name}.png"
 
 
 @dataclass(frozen=True)
@@ -59,3 +52,21 @@ def thumbnails_json(
         stored[name] = {"object": expected, "width": size, "height": size,
                         "size_bytes": t.size_bytes}  # fmt: skip
     return stored
+
+
+async def record(
+    conn: db.Conn,
+    user_id: uuid.UUID,
+    generation: int,
+    thumbnails: list[RenderedThumbnail] | None,
+    failure: tuple[str, str] | None,
+) -> db.UserRow | None:
+    """READY with the thumbnails, or FAILED with the failure (never over READY), if `generation`
+    is still the user's; None, and nothing changed, otherwise (or if there is no such user)."""
+    if thumbnails is not None:
+        stored = thumbnails_json(user_id, generation, thumbnails)
+        return await db.set_thumbnails(conn, user_id, generation, stored)
+    if failure is not None:
+        code, reason = checked_failure(*failure)
+        return await db.set_failure(conn, user_id, generation, code, reason)
+    raise InvalidArgument("thumbnails", "a result (thumbnails or failure) is required")

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
+from accounts_service.adapters.db.pool import conninfo_secrets
 from credentials.nats_auth import CredentialError, NatsAuth, nats_auth_from_env, nats_secrets
 from credentials.redact import redacted_repr
+from env_settings import SettingsError as SettingsError  # re-exported: callers catch it here
+from env_settings import boolean, readable_file, required
 from image_policy.prescan import ScanLimits
 
 _SCAN = ScanLimits()
-
-
-class SettingsError(Exception):
-    """A setting is missing or malformed; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +87,8 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for the log filter that keeps them out of log lines."""
-        conninfo = conninfo_to_dict(self.database_url)
         found = [
-            str(conninfo.get("password") or ""),
-            str(conninfo.get("sslpassword") or ""),
+            *(conninfo_secrets(self.database_url) or ()),
             *nats_secrets(self.nats_url, self.nats_auth),
             self.s3_secret_key,
             self.internal_token,
@@ -138,34 +131,9 @@ def _float_at_least(env: Mapping[str, str], key: str, default: float, minimum: f
     return value
 
 
-def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = env.get(key, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise SettingsError(f"{key} must be true or false, got {raw!r}")
-
-
-def _required(env: Mapping[str, str], key: str) -> str:
-    value = env.get(key, "").strip()
-    if not value:
-        raise SettingsError(f"{key} is required but not set")
-    return value
-
-
-def _file(env: Mapping[str, str], key: str) -> str:
-    path = env.get(key, "").strip()
-    if path and not os.path.isfile(path):
-        raise SettingsError(f"{key} names no readable file: {path!r}")
-    return path
-
-
 def _tls_files(env: Mapping[str, str]) -> tuple[str, str, str]:
     cert, key, client_ca = (
-        _file(env, k) for k in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE")
+        readable_file(env, k) for k in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE")
     )
     if bool(cert) != bool(key):
         raise SettingsError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
@@ -178,11 +146,8 @@ def _database_url(env: Mapping[str, str]) -> str:
     """libpq's own variables (PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, ...) still apply to what
     the URL leaves out; libpq reads them itself."""
     value = env.get("DATABASE_URL", "").strip() or "postgresql://postgres@127.0.0.1:5432/avatars"
-    try:
-        conninfo_to_dict(value)
-    except psycopg.Error:
-        # libpq's message quotes the part it could not parse, which may be the password.
-        raise SettingsError("DATABASE_URL is not a valid PostgreSQL URL or conninfo") from None
+    if conninfo_secrets(value) is None:
+        raise SettingsError("DATABASE_URL is not a valid PostgreSQL URL or conninfo")
     return value
 
 
@@ -203,7 +168,7 @@ def _base_url(env: Mapping[str, str]) -> str:
 def from_env(env: Mapping[str, str]) -> Settings:
     """Builds the settings; raises SettingsError naming the first bad key."""
     s3_endpoint = env.get("S3_ENDPOINT", "127.0.0.1:9000")
-    s3_secure = _bool(env, "S3_SECURE", False)
+    s3_secure = boolean(env, "S3_SECURE", False)
     max_avatar_bytes = _int(env, "MAX_AVATAR_BYTES", 20 * 1024 * 1024)
     max_message_bytes = _int(env, "MAX_MESSAGE_BYTES", 32 * 1024 * 1024)
     if max_message_bytes <= max_avatar_bytes:
@@ -218,9 +183,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         s3_secret_key=env.get("S3_SECRET_KEY", "minioadmin"),
         s3_bucket=env.get("S3_BUCKET", "avatars"),
         s3_secure=s3_secure,
-        s3_public_secure=_bool(env, "S3_PUBLIC_SECURE", s3_secure),
+        s3_public_secure=boolean(env, "S3_PUBLIC_SECURE", s3_secure),
         s3_region=env.get("S3_REGION", "us-east-1"),
-        internal_token=_required(env, "INTERNAL_TOKEN"),
+        internal_token=required(env, "INTERNAL_TOKEN"),
         port=_int(env, "ACCOUNTS_PORT", 50051),
         max_avatar_bytes=max_avatar_bytes,
         max_pixels=_int(env, "MAX_PIXELS", 50_000_000),
@@ -255,7 +220,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         metrics_port=_port(env, "ACCOUNTS_METRICS_PORT", 9101),
         otlp_endpoint=_otlp_endpoint(env),
         nats_auth=_nats_auth(env),
-        s3_ca_file=_file(env, "S3_CA_FILE"),
+        s3_ca_file=readable_file(env, "S3_CA_FILE"),
         libpq_password=env.get("PGPASSWORD", ""),
         max_concurrent_rpcs=_int_at_least(env, "MAX_CONCURRENT_RPCS", 64, 1),
         max_concurrent_uploads=_int_at_least(env, "MAX_CONCURRENT_UPLOADS", 16, 1),

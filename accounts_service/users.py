@@ -7,38 +7,23 @@ with no connection held, then commits in one short transaction.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
-
-from accounts_service import db, validation
-from accounts_service.cleanup import (
-    StorageCleaner,
-    generation_prefixes,
-    original_prefix,
-    user_prefixes,
-)
+from accounts_service import results, validation
+from accounts_service.adapters import db
 from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from accounts_service.events import request_thumbnails
 from accounts_service.intake import Avatar, AvatarIntake, Upload
 from accounts_service.metrics import Metrics
-from accounts_service.results import (
-    RenderedThumbnail,
-    checked_failure,
-    original_key,
-    thumbnails_json,
-)
+from accounts_service.results import RenderedThumbnail
+from object_keys import generation_prefixes, original_key, user_prefixes
 
 log = logging.getLogger(__name__)
 # A job already running when its user is deleted may still write thumbnails (it takes them
 # back once accounts answers NOT_FOUND); a second sweep catches what a crash left behind.
 LATE_SWEEP_SECONDS = 600.0
-# An original is stored before the transaction that adopts it commits; the removal queued
-# beforehand (taken back by that commit) clears it after this long if the commit never comes.
-ORPHAN_GRACE_SECONDS = 3600.0
 # UpdateAvatar calls on one user that commit out of order: the later commit moves its original
 # to a fresh generation and tries again, this many times at most.
 MAX_GENERATION_RACES = 8
@@ -47,10 +32,10 @@ MAX_GENERATION_RACES = 8
 class Users:
     def __init__(
         self,
-        pool: AsyncConnectionPool[db.Conn],
+        pool: db.Pool,
         intake: AvatarIntake,
         page_key: bytes,
-        cleaner: StorageCleaner,
+        wake_cleaner: Callable[[], None],
         old_generation_grace_seconds: float,
         metrics: Metrics | None = None,
     ) -> None:
@@ -58,7 +43,7 @@ class Users:
         self._metrics = metrics or Metrics()
         self._intake = intake
         self._page_key = page_key
-        self._cleaner = cleaner
+        self._wake_cleaner = wake_cleaner  # a deleted user's objects are due at once
         self._grace = old_generation_grace_seconds
 
     async def create(
@@ -87,17 +72,15 @@ class Users:
                 if request_id and (earlier := await self._replay(conn, request_id, fingerprint)):
                     return earlier  # a concurrent retry of this request won meanwhile
                 raise AlreadyExists(f"email {email!r} is already taken")
-            source = await self._source(conn, avatar)
-            guard = await db.guard_prefixes(
-                conn, [original_prefix(user_id, 1)], ORPHAN_GRACE_SECONDS
-            )
-        content_type = await self._store(source, key)
+            source = await self._intake.source(conn, avatar)
+            guard = await self._intake.guard(conn, user_id, 1)
+        content_type = await self._intake.store(source, key)
         try:
             user = await self._insert(
                 user_id, email, display_name, key, content_type, avatar, request_id, fingerprint,
                 guard,
             )  # fmt: skip
-        except (psycopg.errors.UniqueViolation, AlreadyExists):
+        except AlreadyExists:
             # A concurrent retry of the same request_id may have won (its email is ours too).
             await self._intake.discard(key)
             if request_id:
@@ -138,25 +121,10 @@ class Users:
                 request_id=request_id or None,
                 request_hash=fingerprint if request_id else None,
             )
-            await _take_back(conn, guard)
+            await self._intake.take_back(conn, guard)
             event_id = await request_thumbnails(conn, user)
         log.info("user created", extra={"user_id": str(user_id), "event_id": str(event_id)})
         return user
-
-    async def _source(self, conn: db.Conn, avatar: Avatar) -> bytes | db.UploadRow:
-        """Inline bytes as they are; an upload key as its row, if it may be used."""
-        return avatar if isinstance(avatar, bytes) else await self._intake.issued(conn, avatar)
-
-    async def _store(self, source: bytes | db.UploadRow, key: str) -> str:
-        """Stores the original at `key`; if the call is cancelled meanwhile, the write (in a
-        thread, it cannot be interrupted) is awaited and removed again."""
-        task = asyncio.ensure_future(self._intake.store(source, key))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])
-            await self._intake.discard(key)
-            raise
 
     async def _replay(self, conn: db.Conn, request_id: str, fingerprint: str) -> db.UserRow | None:
         user = await db.get_user_by_request_id(conn, request_id)
@@ -198,7 +166,7 @@ class Users:
             raise InvalidArgument.many(violations, code)
         generation, guard, source = await self._reserve(uid, avatar)
         key = original_key(uid, generation)
-        content_type = await self._store(source, key)
+        content_type = await self._intake.store(source, key)
         try:
             for _ in range(MAX_GENERATION_RACES):
                 if done := await self._adopt(uid, generation, key, content_type, avatar, guard):
@@ -207,7 +175,7 @@ class Users:
                 await self._intake.discard(key)
                 generation, guard, source = await self._reserve(uid, avatar)
                 key = original_key(uid, generation)
-                content_type = await self._store(source, key)
+                content_type = await self._intake.store(source, key)
             else:
                 raise Unavailable(f"too many concurrent avatar updates of user {uid}; retry")
         except BaseException:
@@ -234,10 +202,8 @@ class Users:
             generation = await db.reserve_generation(conn, uid)
             if generation is None:
                 raise NotFound(f"user {uid} not found")
-            source = await self._source(conn, avatar)
-            guard = await db.guard_prefixes(
-                conn, [original_prefix(uid, generation)], ORPHAN_GRACE_SECONDS
-            )
+            source = await self._intake.source(conn, avatar)
+            guard = await self._intake.guard(conn, uid, generation)
         return generation, guard, source
 
     async def _adopt(
@@ -259,7 +225,7 @@ class Users:
                 return None
             if isinstance(avatar, str) and not await db.claim_upload(conn, avatar, uid):
                 raise InvalidArgument("avatar_object", "is already used by another user")
-            await _take_back(conn, guard)
+            await self._intake.take_back(conn, guard)
             user = await db.set_avatar(conn, uid, generation, key, content_type)
             assert user is not None
             old = generation_prefixes(uid, current.avatar_generation)
@@ -288,27 +254,17 @@ class Users:
         """Records a render result; one for another generation leaves the user as it is."""
         uid = validation.parse_id(user_id, "user_id")
         async with self._pool.connection() as conn, conn.transaction():
-            if thumbnails is not None:
-                stored = thumbnails_json(uid, generation, thumbnails)
-                user = await db.set_thumbnails(conn, uid, generation, stored)
-            elif failure is not None:
-                code, reason = checked_failure(*failure)
-                user = await db.set_failure(conn, uid, generation, code, reason)
-            else:
-                raise InvalidArgument("thumbnails", "a result (thumbnails or failure) is required")
+            user = await results.record(conn, uid, generation, thumbnails, failure)
             if user is None:
-                user = await db.get_user(conn, uid)
-                if user is None:
+                current = await db.get_user(conn, uid)
+                if current is None:
                     raise NotFound(f"user {uid} not found")
                 log.info(
                     "render result ignored",
-                    extra={
-                        "user_id": str(uid),
-                        "generation": generation,
-                        "current": user.avatar_generation,
-                    },
-                )
-                return user
+                    extra={"user_id": str(uid), "generation": generation,
+                           "current": current.avatar_generation},
+                )  # fmt: skip
+                return current
         waited = (user.update_time - user.requested_at).total_seconds()  # both PostgreSQL's clock
         self._metrics.time_to_thumbnail.labels(user.thumbnail_status).observe(max(waited, 0.0))
         log.info(
@@ -329,15 +285,8 @@ class Users:
                 raise NotFound(f"user {uid} not found")
             await db.schedule_cleanup(conn, user_prefixes(uid), 0.0)
             await db.schedule_cleanup(conn, user_prefixes(uid), LATE_SWEEP_SECONDS)
-        self._cleaner.wake()
+        self._wake_cleaner()
         log.info("user deleted", extra={"user_id": str(uid)})
 
     async def create_upload(self, content_type: str, content_length: int) -> Upload:
         return await self._intake.issue_upload(content_type, content_length)
-
-
-async def _take_back(conn: db.Conn, guard: list[int]) -> None:
-    """Takes back the removal queued before the original was stored; if the cleaner has come
-    for it already (a call that took about an hour), the original may be gone: no commit."""
-    if not await db.release_guard(conn, guard):
-        raise Unavailable("the call took too long and its upload was removed; retry")

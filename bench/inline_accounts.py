@@ -31,15 +31,17 @@ from typing import Any
 import grpc
 from accounts.v1 import accounts_pb2
 
-from accounts_service import logs
+from accounts_service.adapters.storage import Storage
+from accounts_service.api.servicer import AccountsServicer
+from accounts_service.api.status import translated
 from accounts_service.main import serve
-from accounts_service.results import SIZES, RenderedThumbnail, thumbnail_key
-from accounts_service.servicer import AccountsServicer, translated
+from accounts_service.results import RenderedThumbnail
 from accounts_service.settings import SettingsError, from_env
-from accounts_service.storage import Storage
 from accounts_service.users import Users
 from accounts_service.watch import Watcher
 from imaging_service.render import ImageRejected, Thumbnail, render
+from object_keys import SIZES, thumbnail_key
+from service_logs import json_lines
 
 PNG = "image/png"
 
@@ -123,7 +125,7 @@ def main() -> None:
     parser.add_argument("--render-in", choices=("thread", "loop"), default="thread")
     args = parser.parse_args()
     try:
-        logs.configure(from_env(os.environ).log_level)
+        json_lines.configure(from_env(os.environ).log_level)
         asyncio.run(run(args.render_in))
     except SettingsError as exc:
         print(f"inline_accounts: configuration error: {exc}", file=sys.stderr)

@@ -1,2 +1,2 @@
 """How the services hold their credentials and keep them out of logs: URL redaction, the log
-scrubber, NATS credentials and connect options."""
+scrubber, NATS credentials and connect options, gRPC TLS from certificate files."""

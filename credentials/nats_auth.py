@@ -16,8 +16,8 @@ _NKEY_SEED = re.compile(r"\bSU[A-Z2-7]{56}\b")  # a user seed, alone or in a .cr
 
 class CredentialError(ValueError):
     """A credential setting is half set, ambiguous or names a bad file; the message names the
-    setting and never quotes a secret. Each service's settings.py raises it again as its own
-    SettingsError with the same message."""
+    setting and never quotes a secret. Each service's settings.py (and tls.py, for certificate
+    files) raises it again as a SettingsError with the same message."""
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,10 @@
-"""The image policy both services apply to uploads: the bounded structural pre-scan."""
+"""The image policy both services apply to uploads, in one place (two copies of a security check
+drift apart). Pure: Pillow and the standard library (pillow_heif when installed).
+
+formats.py       the check: ``probe`` (header), ``measure`` (pre-scan only), ``open_image``
+errors.py        ``ImageRejected`` and ``CODES``, the one rejection both services give
+sniff.py         the format allow-list, and what rejected bytes claim to be by signature
+pillow_setup.py  Pillow's process-wide settings while any thread checks or renders
+prescan.py       the bounded structural pre-scan, one walker a format (jpeg, png, gif, riff,
+                 bmff, exif) spending the caps in walk.py (``ScanLimits``, ``Structure``)
+"""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from image_policy.errors import ImageRejected
+
 _MIB = 1024 * 1024
 
 
@@ -11,8 +13,8 @@ _MIB = 1024 * 1024
 class ScanLimits:
     """The upload policy; every limit is inclusive (exactly the limit is accepted).
 
-    ``max_bytes`` and ``max_pixels`` are checked by the callers (codes TOO_LARGE and
-    TOO_MANY_PIXELS); the others by ``prescan`` (code TOO_COMPLEX). The defaults pass every
+    ``max_bytes`` and ``max_pixels`` are checked by ``image_policy.formats`` (codes TOO_LARGE
+    and TOO_MANY_PIXELS); the others by ``prescan`` (code TOO_COMPLEX). The defaults pass every
     legitimate file we know of with a wide margin and bound the scan under 30 ms of CPU for any
     20 MiB input (bench/prescan.py measures it).
     """
@@ -60,20 +62,15 @@ class Structure:
         return self.width * self.height / 1_000_000
 
 
-class TooComplex(Exception):
-    """The file's structure is past a limit of ``ScanLimits``; ``reason`` names what and how
-    many. Permanent: the same bytes are always refused."""
+class TooComplex(ImageRejected):
+    """The file's structure is past a limit of ``ScanLimits`` (code TOO_COMPLEX); ``reason``
+    names what and how many. Permanent: the same bytes are always refused."""
 
     def __init__(self, reason: str) -> None:
         super().__init__("TOO_COMPLEX", reason)
-        self.code = "TOO_COMPLEX"
-        self.reason = reason
 
     def __reduce__(self) -> tuple[type[TooComplex], tuple[str]]:
         return type(self), (self.reason,)  # pickles across processes
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.reason}"
 
 
 class Damaged(Exception):

@@ -1,4 +1,5 @@
-"""The accounts service, as the worker sees it: report thumbnails or a failure for one user."""
+"""The accounts service, as the worker sees it: where a user stands (GetUser), and the report of
+thumbnails or a failure for one avatar generation (UpdateThumbnails). gRPC errors end here."""
 
 from __future__ import annotations
 
@@ -52,11 +53,11 @@ class StoredThumbnail:
 
 
 class AccountsClient:
-    """Calls AccountsService.UpdateThumbnails with the internal credential.
+    """Calls AccountsService.GetUser and UpdateThumbnails with the internal credential.
 
-    Both reports raise UserGone (the user was deleted), AccountsRejected (our request is
+    Every call raises UserGone (the user was deleted), AccountsRejected (our request is
     malformed) or AccountsUnavailable (anything worth a retry, including a wrong token, which an
-    operator can fix while the queue holds the job).
+    operator can fix while the queue holds the job); never a gRPC error.
 
     An overloaded accounts answers RESOURCE_EXHAUSTED with RetryInfo: the call is tried again
     after the delay it asks for, as long as that still fits in ``timeout`` (which bounds all the

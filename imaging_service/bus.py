@@ -1,4 +1,6 @@
-"""NATS JetStream: the ACCOUNTS stream, the durable pull consumer "imaging" and its deliveries."""
+"""NATS JetStream as the worker sees it: the queue (a bound pull subscription on the durable
+consumer), its deliveries, the dead-letter stream and its replay. Every NATS error becomes
+QueueUnavailable here (settling a delivery only logs it); streams.py creates what this binds to."""
 
 from __future__ import annotations
 
@@ -7,8 +9,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import nats
 import nats.errors
@@ -16,18 +17,11 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
 
 from credentials.nats_auth import NatsAuth
 from credentials.nats_connect import connect_options
 from imaging_service.errors import QueueUnavailable
+from imaging_service.streams import QueueConfig, ensure
 
 log = logging.getLogger(__name__)
 # Replies and pulled messages come to inboxes under this prefix, the only subjects the imaging
@@ -40,34 +34,23 @@ _NATS_ERRORS = (nats.errors.Error, OSError)
 
 
 @dataclass(frozen=True)
-class QueueConfig:
-    """Durations in seconds. ``max_deliver`` on the server is unlimited on purpose: the worker
-    counts attempts itself (consumer.py) so that a failed GAVE_UP report can still be retried."""
-
-    url: str
-    stream: str
-    stream_subjects: tuple[str, ...]
-    subject: str
-    durable: str
-    ack_wait: float
-    max_ack_pending: int
-    duplicate_window: float = 20 * 60
-    max_age: float = 7 * 24 * 3600
-    # Requests that gave up, kept apart so nothing consumes them until an operator replays them.
-    dlq_stream: str = "ACCOUNTS_DLQ"
-    dlq_subject: str = "dlq.accounts.thumbnail.requested"
-    dlq_max_age: float = 30 * 24 * 3600
-    # Replays go back on the queue under this subject, which the consumer also takes, so that
-    # the imaging NATS user needs no right to publish thumbnail requests; "": under `subject`.
-    replay_subject: str = ""
-    auth: NatsAuth = field(default_factory=NatsAuth)
-
-
-@dataclass(frozen=True)
 class QueueInfo:
     pending: int
     ack_pending: int
     redelivered: int
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The queue as GetQueueStats and the gauges show it: ``QueueInfo``, the dead-letter
+    stream's size, and the requests this worker processed (acked) and failed (termed)."""
+
+    pending: int
+    ack_pending: int
+    redelivered: int
+    dead_lettered: int
+    processed: int
+    failed: int
 
 
 class Delivery:
@@ -223,10 +206,13 @@ class JobQueue:
             return
         self._last_seen = time.monotonic()
         try:
-            await self._js.consumer_info(self._config.stream, self._config.durable)
-        except nats.js.errors.NotFoundError:
-            log.warning("consumer vanished, recreating", extra={"consumer": self._config.durable})
-            await ensure(self._js, self._config)
+            try:
+                await self._js.consumer_info(self._config.stream, self._config.durable)
+            except nats.js.errors.NotFoundError:
+                log.warning(
+                    "consumer vanished, recreating", extra={"consumer": self._config.durable}
+                )
+                await ensure(self._js, self._config)
         except _NATS_ERRORS as exc:
             raise QueueUnavailable(f"consumer check: {type(exc).__name__}: {exc}") from exc
 
@@ -234,7 +220,8 @@ class JobQueue:
 async def open_queue(config: QueueConfig) -> JobQueue:
     """Connects (waiting for NATS as long as it takes), ensures the stream and the consumer, binds.
 
-    Cancel it to give up; nothing stays open then.
+    Cancel it to give up; nothing stays open then. Raises QueueUnavailable if NATS refuses us
+    for good (e.g. the binding is not allowed).
     """
     nc = Client()
     try:
@@ -252,6 +239,9 @@ async def open_queue(config: QueueConfig) -> JobQueue:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         sub = await js.pull_subscribe_bind(consumer=config.durable, stream=config.stream)
+    except _NATS_ERRORS as exc:
+        await nc.close()
+        raise QueueUnavailable(f"open: {type(exc).__name__}: {exc}") from exc
     except BaseException:
         await nc.close()
         raise
@@ -288,72 +278,3 @@ async def _connect(nc: Client, url: str, auth: NatsAuth) -> None:
     server = nc.connected_url
     where = f"{server.hostname}:{server.port}" if server else ""
     log.info("nats connected", extra={"server": where})  # not the netloc: it has the password
-
-
-async def ensure(js: JetStreamContext, config: QueueConfig) -> None:
-    """Creates or updates the streams and the durable consumer to match ``config``."""
-    await _ensure_stream(js, config)
-    await _ensure_dlq(js, config)
-    await js.add_consumer(  # create-or-update; pull_subscribe would ignore a changed config
-        config.stream,
-        ConsumerConfig(
-            durable_name=config.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=config.ack_wait,
-            max_deliver=-1,
-            **_filter(config),
-            max_ack_pending=config.max_ack_pending,
-        ),
-    )
-
-
-def _filter(config: QueueConfig) -> dict[str, Any]:
-    if config.replay_subject in ("", config.subject):
-        return {"filter_subject": config.subject}
-    return {"filter_subjects": [config.subject, config.replay_subject]}
-
-
-async def _ensure_dlq(js: JetStreamContext, config: QueueConfig) -> None:
-    try:
-        await js.stream_info(config.dlq_stream)
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=config.dlq_stream,
-                subjects=[config.dlq_subject],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                max_age=config.dlq_max_age,
-                duplicate_window=config.duplicate_window,
-            )
-        )
-        log.info("dead-letter stream created", extra={"stream": config.dlq_stream})
-
-
-async def _ensure_stream(js: JetStreamContext, config: QueueConfig) -> None:
-    """The accounts service ensures the same stream: an existing one keeps its retention and
-    limits and only gains our subjects and a long enough duplicate window."""
-    try:
-        current = (await js.stream_info(config.stream)).config
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=config.stream,
-                subjects=list(config.stream_subjects),
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                max_age=config.max_age,
-                duplicate_window=config.duplicate_window,
-            )
-        )
-        log.info("stream created", extra={"stream": config.stream})
-        return
-    subjects = list(current.subjects or [])
-    wanted = current.evolve(
-        subjects=subjects + [s for s in config.stream_subjects if s not in subjects],
-        duplicate_window=max(current.duplicate_window or 0, config.duplicate_window),
-    )
-    if wanted != current:
-        await js.update_stream(wanted)
-        log.info("stream updated", extra={"stream": config.stream})

@@ -1,88 +1,51 @@
-"""The worker loop: fetch thumbnail requests, run them, and decide ack / nak(delay) / term.
+"""The worker loop: fetch thumbnail requests, run them, and carry out what decision.py decides.
 
-Decision table (``decide``; ``attempt`` is the delivery count, ``max_deliver`` = 1 + retries):
-
-    handler outcome    attempt               action
-    DONE               any                   ack
-    PERMANENT_DONE     any                   term
-    RETRY              < max_deliver         nak(delay = min(cap, base * 2**(attempt-1)) * jitter)
-    RETRY, waiting     any                   nak(delay) as above: accounts is unreachable, so no
-      for accounts                           result could be reported; the job waits for it
-    RETRY              >= max_deliver        report GAVE_UP, copy to the dead-letter stream, term
-                                             (nak(cap) instead if either step failed transiently)
-    (not handled)      > max_deliver         as RETRY at >= max_deliver, without running the job:
-                                             an attempt did not finish (worker killed, or a GAVE_UP
-                                             report failed), so it is not tried again; unless the
-                                             last attempt was only waiting for accounts
-    undecodable payload                      term
-    shutdown before the job finished         nak() at once: another worker takes it
+decision.decide says, for each delivery, whether to run the job and then how to settle it
+(ack / nak with delay / term / give up); this module only does it: runs the handler, sends the
+ack, counts, logs, and remembers a retried result for the next delivery of that message.
 
 Heartbeats (``in_progress``, every third of the ack wait) keep a running job leased for at most
 ``max_job_seconds``: the render budget of the largest image plus a margin for storage and
 accounts. A job still running then is cancelled and counts as RETRY ("JobTimeout"); a render
-past its own budget has ended long before, as TOO_COMPLEX (PERMANENT_DONE).
+past its own budget has ended long before, as TOO_COMPLEX (FAILED).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from accounts.v1.events_pb2 import ThumbnailRequested
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
-from imaging_service.bus import Delivery, JobQueue
+from imaging_service.bus import Delivery, JobQueue, QueueStats
+from imaging_service.decision import (
+    NOT_FINISHED,
+    Action,
+    Message,
+    Outcome,
+    Result,
+    RetryPolicy,
+    Verb,
+    decide,
+)
 from imaging_service.errors import AccountsRejected, QueueUnavailable, TransientError, UserGone
-from imaging_service.handler import Outcome, Result
 from imaging_service.metrics import Metrics, seconds_since
 from imaging_service.tracing import consumer_span
 
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_SECONDS = 1.0  # also how long shutdown waits for the fetch in flight
-_LAST_ERRORS_KEPT = 10_000
-
-
-class Action(enum.Enum):
-    ACK = "ack"
-    NAK = "nak"
-    TERM = "term"
-    GIVE_UP = "give_up"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``max_deliver`` counts every delivery (1 + retries); times in seconds."""
-
-    max_deliver: int
-    base: float
-    cap: float
-
-    def delay(self, attempt: int, jitter: float) -> float:
-        """Back-off before delivery ``attempt + 1``; ``jitter`` in [0.5, 1] keeps it <= cap."""
-        doublings = min(max(attempt - 1, 0), 64)  # 2.0**1024 would overflow
-        return min(self.cap, self.base * 2.0**doublings) * jitter
+_RESULTS_KEPT = 10_000
 
 
 def default_jitter() -> float:
     """Spreads the retries of jobs that failed together, e.g. when S3 came back."""
     return random.uniform(0.5, 1.0)
-
-
-def decide(result: Result, attempt: int, max_deliver: int) -> Action:
-    if result.outcome is Outcome.DONE:
-        return Action.ACK
-    if result.outcome is Outcome.PERMANENT_DONE:
-        return Action.TERM
-    if result.waiting_for_accounts:
-        return Action.NAK
-    return Action.GIVE_UP if attempt >= max_deliver else Action.NAK
 
 
 def decode(data: bytes) -> ThumbnailRequested | None:
@@ -94,16 +57,6 @@ def decode(data: bytes) -> ThumbnailRequested | None:
     if not (event.user_id and event.avatar_object and event.avatar_generation > 0):
         return None
     return event
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    pending: int
-    ack_pending: int
-    redelivered: int
-    dead_lettered: int
-    processed: int
-    failed: int
 
 
 Handle = Callable[[ThumbnailRequested], Awaitable[Result]]
@@ -136,9 +89,8 @@ class Consumer:
         self._jitter = jitter
         self._queue: JobQueue | None = None
         self._jobs: set[asyncio.Task[None]] = set()
-        # stream sequence -> how its last attempt in this process failed
-        self._last_error: dict[int, Result] = {}
-        self._retry_in: dict[int, float] = {}  # stream sequence -> back-off, for the log line
+        # stream sequence -> what its last attempt in this process came to (Action.remember)
+        self._last: dict[int, Result] = {}
         self.processed = 0
         self.failed = 0
 
@@ -207,11 +159,12 @@ class Consumer:
     async def _run_job(self, delivery: Delivery) -> None:
         started = time.monotonic()
         event = decode(delivery.data)
+        message = Message(
+            delivery.attempt, event is not None, last=self._last.get(delivery.stream_seq)
+        )
         if event is None:
             log.error("undecodable thumbnail request", extra={"seq": delivery.stream_seq})
-            await delivery.term()
-            self.failed += 1
-            self._metrics.jobs_failed.labels("UNDECODABLE").inc()
+            await self._carry_out(delivery, self._decide(message, None))
             return
         fields = {
             "user_id": event.user_id,
@@ -220,13 +173,16 @@ class Consumer:
             "attempt": delivery.attempt,
         }
         heartbeat = asyncio.create_task(self._heartbeat(delivery, started))
+        result = message.last or NOT_FINISHED  # unless it runs
         try:
-            result = await self._attempt(event, delivery)
-            action = decide(result, delivery.attempt, self._policy.max_deliver)
-            outcome = await self._settle(delivery, event, action, result)
+            action = self._decide(message, None)
+            if action.verb is Verb.RUN:
+                result = await self._attempt(event)
+                action = self._decide(message, result)
+            outcome = await self._carry_out(delivery, action, event)
         except asyncio.CancelledError:
-            await delivery.nak()
-            self._metrics.jobs_retried.labels("Shutdown").inc()
+            shutdown = Message(delivery.attempt, shutdown=True)
+            await self._carry_out(delivery, self._decide(shutdown, None))
             log.warning("job handed back at shutdown", extra=fields | {"outcome": "handed_back"})
             raise
         except Exception:  # unsettled: JetStream redelivers it after the ack wait
@@ -237,77 +193,76 @@ class Consumer:
             heartbeat.cancel()
         duration_ms = round((time.monotonic() - started) * 1000)
         extra = fields | {"outcome": outcome, "duration_ms": duration_ms, "detail": result.detail}
-        if (retry_in := self._retry_in.pop(delivery.stream_seq, None)) is not None:
-            extra["retry_in_s"] = round(retry_in, 2)
+        if action.verb is Verb.NAK and action.delay is not None:
+            extra["retry_in_s"] = round(action.delay, 2)
         log.info("job finished", extra=extra)
 
-    async def _attempt(self, event: ThumbnailRequested, delivery: Delivery) -> Result:
-        last = self._last_error.get(delivery.stream_seq)
-        if delivery.attempt > self._policy.max_deliver and not (last and last.waiting_for_accounts):
-            return last or Result(Outcome.RETRY, "an attempt did not finish")
+    def _decide(self, message: Message, result: Result | None) -> Action:
+        return decide(message, result, self._policy, self._jitter())
+
+    async def _attempt(self, event: ThumbnailRequested) -> Result:
+        """The handler's result; a timeout or a bug becomes RETRY (and then GAVE_UP)."""
         bound = asyncio.timeout(self._max_job_seconds)
         try:
             async with bound:
                 return await self._handle(event)
-        except Exception as exc:  # a bug must not kill the worker loop; retry, then GAVE_UP
+        except Exception as exc:  # a bug must not kill the worker loop
             if isinstance(exc, TimeoutError) and bound.expired():
                 detail = f"the job took longer than {self._max_job_seconds:g} s"
                 return Result(Outcome.RETRY, detail, reason="JobTimeout")
             log.exception("handler failed unexpectedly", extra={"event_id": event.event_id})
             return Result(Outcome.RETRY, f"internal error: {exc!r}", reason="InternalError")
 
-    async def _settle(
-        self, delivery: Delivery, event: ThumbnailRequested, action: Action, result: Result
+    async def _carry_out(
+        self, delivery: Delivery, action: Action, event: ThumbnailRequested | None = None
     ) -> str:
-        """Sends the ack decided on; returns the outcome name for the log line."""
-        seq = delivery.stream_seq
-        label = result.reason or result.outcome.value  # of the job counters
-        if action is Action.NAK:
-            self._remember(seq, result)
-            delay = self._policy.delay(
-                min(delivery.attempt, self._policy.max_deliver), self._jitter()
-            )
-            await delivery.nak(delay)
-            self._retry_in[seq] = delay
-            self._metrics.jobs_retried.labels(label).inc()
+        """Settles the delivery as ``action`` says; returns the outcome name for the log line."""
+        self._remember(delivery.stream_seq, action.remember)
+        if action.verb is Verb.NAK:
+            await delivery.nak(action.delay)
+            self._metrics.jobs_retried.labels(action.label).inc()
             return "retry"
-        self._last_error.pop(seq, None)
-        if action is Action.ACK:
+        if action.verb is Verb.ACK:
             await delivery.ack()
             self.processed += 1
-            self._metrics.jobs_processed.labels(label).inc()
+            self._metrics.jobs_processed.labels(action.label).inc()
             return "done"
-        if action is Action.TERM:
-            await delivery.term()
-            self.failed += 1
-            self._metrics.jobs_failed.labels(label).inc()
-            return "failed"
-        attempts = min(delivery.attempt, self._policy.max_deliver)
-        reason = f"gave up after {attempts} attempts: {result.detail}"
+        if action.verb is Verb.GIVE_UP:
+            assert event is not None, "only a decoded request is given up"
+            if not await self._give_up_recorded(delivery, event, action):
+                return "gave_up_unrecorded"
+        await delivery.term()
+        self.failed += 1
+        self._metrics.jobs_failed.labels(action.label).inc()
+        return "gave_up" if action.verb is Verb.GIVE_UP else "failed"
+
+    async def _give_up_recorded(
+        self, delivery: Delivery, event: ThumbnailRequested, action: Action
+    ) -> bool:
+        """Reports GAVE_UP and dead-letters; False (and nakked) if a step failed transiently."""
         try:
-            await self._give_up(event, reason)
+            await self._give_up(event, action.reason)
             assert self._queue is not None
-            await self._queue.dead_letter(delivery, event.event_id, reason)
+            await self._queue.dead_letter(delivery, event.event_id, action.reason)
         except (TransientError, QueueUnavailable) as exc:
-            self._remember(seq, result)
-            await delivery.nak(self._policy.cap)
+            await delivery.nak(action.delay)
             self._metrics.jobs_retried.labels(type(exc).__name__).inc()
             log.warning("giving up not recorded, will retry", extra={"error": str(exc)})
-            return "gave_up_unrecorded"
+            return False
         except (UserGone, AccountsRejected) as exc:
             log.warning("GAVE_UP not reported", extra={"error": str(exc)})
         else:
             self._metrics.dead_letters.inc()
-        await delivery.term()
-        self.failed += 1
-        self._metrics.jobs_failed.labels("GAVE_UP").inc()
-        return "gave_up"
+        self._remember(delivery.stream_seq, None)
+        return True
 
-    def _remember(self, seq: int, result: Result) -> None:
-        self._last_error.pop(seq, None)
-        if len(self._last_error) >= _LAST_ERRORS_KEPT:
-            del self._last_error[next(iter(self._last_error))]
-        self._last_error[seq] = result
+    def _remember(self, seq: int, result: Result | None) -> None:
+        self._last.pop(seq, None)
+        if result is None:
+            return
+        if len(self._last) >= _RESULTS_KEPT:
+            del self._last[next(iter(self._last))]
+        self._last[seq] = result
 
     async def _heartbeat(self, delivery: Delivery, started: float) -> None:
         """Keeps the message leased while the job runs, ``max_job_seconds`` from ``started``

@@ -1,18 +1,20 @@
-"""Errors of the imaging worker; the handler turns each into an outcome, the servicer into a code.
+"""Errors of the imaging worker, raised by its adapters (storage, bus, accounts_client, the render
+pool) in place of every library error; the handler turns each into a decision.Outcome, the
+servicer into a status code.
 
     ImagingError
-    ├── SourceMissing        the original avatar is not in storage        permanent (SOURCE_MISSING)
-    ├── UserGone             accounts no longer knows the user            done, nothing to report
-    ├── AccountsRejected     accounts refused the report as malformed     permanent, logged
+    ├── SourceMissing        the original avatar is not in storage        FAILED (SOURCE_MISSING)
+    ├── UserGone             accounts no longer knows the user            DONE, nothing to report
+    ├── AccountsRejected     accounts refused the report as malformed     FAILED, logged
     ├── QueueUnavailable     NATS unreachable or the consumer not ready   UNAVAILABLE
     ├── Overloaded           too many previews running or waiting         RESOURCE_EXHAUSTED
-    └── TransientError       worth a retry with back-off                  nak(delay) / UNAVAILABLE
+    └── TransientError       worth a retry with back-off                  RETRY / UNAVAILABLE
         ├── StorageUnavailable   S3 unreachable, 5xx, bucket missing
-        ├── AccountsUnavailable  accounts unreachable, deadline, auth
+        ├── AccountsUnavailable  accounts unreachable, deadline, auth    WAITING_FOR_ACCOUNTS
         └── RenderUnavailable    the render pool broke (a worker process died)
 
-render.ImageRejected (bad input, permanent) is the renderer's own and is not repeated here; the
-render pool raises it too, as TOO_COMPLEX, for a render killed past its time budget.
+image_policy's ImageRejected (bad input: FAILED with its code, INVALID_ARGUMENT) is not repeated
+here; the render pool raises it too, as TOO_COMPLEX, for a render killed past its time budget.
 """
 
 from __future__ import annotations

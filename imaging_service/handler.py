@@ -1,20 +1,24 @@
-"""One thumbnail job, start to finish, without knowing it came from a queue."""
+"""One thumbnail job, start to finish, without knowing it came from a queue.
+
+``Handler.handle`` turns every error of the job into a decision.Result: what went wrong is
+reported to accounts (FAILED) or left for a retry (RETRY, WAITING_FOR_ACCOUNTS); only a bug
+escapes, and the consumer counts that as RETRY.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from accounts.v1 import accounts_pb2
 from accounts.v1.events_pb2 import ThumbnailRequested
 from opentelemetry import trace
 
 from imaging_service.accounts_client import AccountsClient, StoredThumbnail
+from imaging_service.decision import Outcome, Result
 from imaging_service.errors import (
     AccountsRejected,
     AccountsUnavailable,
@@ -27,32 +31,9 @@ from imaging_service.metrics import Metrics, RenderProcesses, source_class
 from imaging_service.pool import RenderPool
 from imaging_service.render import ImageRejected, Limits, Thumbnail
 from imaging_service.storage import Storage
+from object_keys import SIZES, thumbnail_key
 
 log = logging.getLogger(__name__)
-
-SIZES = {"small": 100, "medium": 200, "large": 400}
-
-
-class Outcome(enum.Enum):
-    DONE = "done"  # thumbnails reported (or the user is gone): ack
-    PERMANENT_DONE = "permanent"  # failure reported, retrying cannot help: term
-    RETRY = "retry"  # something we depend on is down: nak with back-off
-
-
-@dataclass(frozen=True)
-class Result:
-    outcome: Outcome
-    detail: str = ""  # the failure reason or the transient error, for logs and GAVE_UP
-    # RETRY only because accounts could not be reached: no result can be reported meanwhile,
-    # so such attempts never exhaust the retry budget (the job waits for accounts to return).
-    waiting_for_accounts: bool = False
-    # For the metrics: rendered, skipped or user_gone (DONE), the failure code (PERMANENT_DONE),
-    # the transient error's class (RETRY).
-    reason: str = ""
-
-
-def thumbnail_key(user_id: str, generation: int, name: str) -> str:
-    return f"thumbnails/{user_id}/{generation}/{name}.png"
 
 
 class Handler:
@@ -82,14 +63,14 @@ class Handler:
             return await self._run(event)
         except AccountsUnavailable as exc:
             reason = type(exc).__name__
-            return Result(Outcome.RETRY, str(exc), waiting_for_accounts=True, reason=reason)
+            return Result(Outcome.WAITING_FOR_ACCOUNTS, str(exc), reason=reason)
         except TransientError as exc:
             return Result(Outcome.RETRY, str(exc), reason=type(exc).__name__)
         except UserGone:
             return Result(Outcome.DONE, "user deleted", reason="user_gone")
         except AccountsRejected as exc:
             log.error("accounts rejected the report", extra=_ids(event) | {"error": str(exc)})
-            return Result(Outcome.PERMANENT_DONE, str(exc), reason="ACCOUNTS_REJECTED")
+            return Result(Outcome.FAILED, str(exc), reason="ACCOUNTS_REJECTED")
 
     async def give_up(self, event: ThumbnailRequested, reason: str) -> None:
         """Reports GAVE_UP; raises like the reports in accounts_client (UserGone included)."""
@@ -175,7 +156,7 @@ class Handler:
             await self._accounts.report_failure(
                 event.user_id, event.avatar_generation, code, reason
             )
-        return Result(Outcome.PERMANENT_DONE, f"{code}: {reason}", reason=code)
+        return Result(Outcome.FAILED, f"{code}: {reason}", reason=code)
 
     async def _remove(self, event: ThumbnailRequested, stored: list[StoredThumbnail]) -> None:
         """The user was deleted meanwhile: take back what this job wrote (best effort)."""

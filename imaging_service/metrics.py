@@ -1,8 +1,9 @@
-"""Prometheus metrics of the imaging service, and the HTTP endpoint that serves them.
+"""Prometheus metrics of the imaging service, the render-process counter and the queue poller.
 
 Every metric lives in the registry of one `Metrics` object that main.py makes and passes in; a
-component built without one records into a private registry that nobody scrapes. Nothing here
-runs inside a render process: renders are timed by the service around the pool call.
+component built without one records into a private registry that nobody scrapes. The HTTP
+endpoint that serves the registry, and the process collectors, are grpc_telemetry.endpoint's.
+Nothing here runs inside a render process: the handler times renders around the pool call.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,10 +22,8 @@ from prometheus_client import (
 )
 
 from grpc_telemetry.server import RpcMetrics
+from imaging_service.bus import QueueStats
 from imaging_service.errors import QueueUnavailable
-
-if TYPE_CHECKING:
-    from imaging_service.consumer import QueueStats
 
 log = logging.getLogger(__name__)
 

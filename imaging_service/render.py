@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageDraw, ImageFile
 
-from imaging_service.formats import (
+from image_policy.formats import (
     DECODE_ERRORS,
     ImageInfo,
     ImageRejected,

@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 from imaging.v1 import imaging_pb2, imaging_pb2_grpc
 
 from grpc_guard.status import resource_exhausted
-from imaging_service.consumer import QueueStats
+from imaging_service.bus import QueueStats
 from imaging_service.errors import Overloaded, QueueUnavailable, RenderUnavailable
 from imaging_service.pool import RenderPool
 from imaging_service.render import DEFAULT_SIZES, ImageRejected, Thumbnail

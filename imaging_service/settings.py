@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 
 from credentials.nats_auth import CredentialError, NatsAuth, nats_auth_from_env, nats_secrets
 from credentials.redact import redacted_repr
+from env_settings import SettingsError as SettingsError  # re-exported: callers catch it here
+from env_settings import boolean, readable_file, required
 from image_policy.prescan import ScanLimits
 
 _SCAN = ScanLimits()
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the gRPC server's receive and send limit
-
-
-class SettingsError(Exception):
-    """A setting is missing or malformed; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -123,24 +121,6 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
-def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = env.get(key, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise SettingsError(f"{key} must be true or false, got {raw!r}")
-
-
-def _required(env: Mapping[str, str], key: str) -> str:
-    value = env.get(key, "").strip()
-    if not value:
-        raise SettingsError(f"{key} is required but not set")
-    return value
-
-
 def _host_port(env: Mapping[str, str], key: str, default: str) -> str:
     value = env.get(key, "").strip() or default
     host, _, port = value.rpartition(":")
@@ -163,15 +143,8 @@ def _log_level(env: Mapping[str, str]) -> str:
     return level
 
 
-def _file(env: Mapping[str, str], key: str) -> str:
-    path = env.get(key, "").strip()
-    if path and not os.path.isfile(path):
-        raise SettingsError(f"{key} names no readable file: {path!r}")
-    return path
-
-
 def _paired(env: Mapping[str, str], cert_key: str, key_key: str) -> tuple[str, str]:
-    cert, key = _file(env, cert_key), _file(env, key_key)
+    cert, key = readable_file(env, cert_key), readable_file(env, key_key)
     if bool(cert) != bool(key):
         raise SettingsError(f"{cert_key} and {key_key} must be set together")
     return cert, key
@@ -200,10 +173,10 @@ def from_env(env: Mapping[str, str]) -> Settings:
         s3_access_key=env.get("S3_ACCESS_KEY", "minioadmin"),
         s3_secret_key=env.get("S3_SECRET_KEY", "minioadmin"),
         s3_bucket=_bucket(env),
-        s3_secure=_bool(env, "S3_SECURE", False),
+        s3_secure=boolean(env, "S3_SECURE", False),
         s3_region=env.get("S3_REGION", "").strip() or "us-east-1",
         accounts_addr=_host_port(env, "ACCOUNTS_ADDR", "127.0.0.1:50051"),
-        internal_token=_required(env, "INTERNAL_TOKEN"),
+        internal_token=required(env, "INTERNAL_TOKEN"),
         port=_port(env),
         render_processes=processes,
         render_max_tasks_per_child=_int(env, "RENDER_MAX_TASKS_PER_CHILD", 500, minimum=1),
@@ -228,13 +201,13 @@ def from_env(env: Mapping[str, str]) -> Settings:
         log_level=_log_level(env),
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
-        accounts_tls_ca_file=_file(env, "ACCOUNTS_TLS_CA_FILE"),
+        accounts_tls_ca_file=readable_file(env, "ACCOUNTS_TLS_CA_FILE"),
         accounts_tls_cert_file=client_cert,
         accounts_tls_key_file=client_key,
         metrics_port=_port(env, "IMAGING_METRICS_PORT", 9102),
         otlp_endpoint=_otlp_endpoint(env),
         nats_auth=_nats_auth(env),
-        s3_ca_file=_file(env, "S3_CA_FILE"),
+        s3_ca_file=readable_file(env, "S3_CA_FILE"),
         max_concurrent_rpcs=_int(env, "MAX_CONCURRENT_RPCS", 64, minimum=1),
         max_concurrent_uploads=_int(env, "MAX_CONCURRENT_UPLOADS", 16, minimum=1),
         max_request_bytes_in_flight=_int(  # room for one image at the limit

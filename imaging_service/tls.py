@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 
+from credentials import grpc_tls
+from credentials.nats_auth import CredentialError
 from imaging_service.settings import Settings, SettingsError
 
 
-def _read(variable: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise SettingsError(f"{variable}: cannot read {path!r}: {exc.strerror}") from exc
-
-
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """None for plaintext (no TLS_CERT_FILE)."""
-    if not settings.tls_cert_file:
-        return None
-    pair = (
-        _read("TLS_KEY_FILE", settings.tls_key_file),
-        _read("TLS_CERT_FILE", settings.tls_cert_file),
-    )
-    return grpc.ssl_server_credentials([pair])
+    """None for plaintext (no TLS_CERT_FILE); raises SettingsError for an unreadable file."""
+    try:
+        return grpc_tls.server_credentials(settings.tls_cert_file, settings.tls_key_file)
+    except CredentialError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def accounts_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     """None for plaintext; else TLS trusting ACCOUNTS_TLS_CA_FILE (system roots if unset),
-    presenting ACCOUNTS_TLS_CERT_FILE/KEY_FILE as client certificate when set."""
+    presenting ACCOUNTS_TLS_CERT_FILE/KEY_FILE as client certificate when set. Raises
+    SettingsError for an unreadable file."""
     ca, cert, key = (
         settings.accounts_tls_ca_file,
         settings.accounts_tls_cert_file,
@@ -37,11 +28,14 @@ def accounts_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     )
     if not (ca or cert):
         return None
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read("ACCOUNTS_TLS_CA_FILE", ca) if ca else None,
-        private_key=_read("ACCOUNTS_TLS_KEY_FILE", key) if key else None,
-        certificate_chain=_read("ACCOUNTS_TLS_CERT_FILE", cert) if cert else None,
-    )
+    try:
+        return grpc.ssl_channel_credentials(
+            root_certificates=grpc_tls.read_file("ACCOUNTS_TLS_CA_FILE", ca) if ca else None,
+            private_key=grpc_tls.read_file("ACCOUNTS_TLS_KEY_FILE", key) if key else None,
+            certificate_chain=grpc_tls.read_file("ACCOUNTS_TLS_CERT_FILE", cert) if cert else None,
+        )
+    except CredentialError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def channel(addr: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:

@@ -6,9 +6,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from accounts_service import db
+from accounts_service.adapters import db
 from devstack.postgres import Postgres
 
 
@@ -20,8 +19,8 @@ async def dsn(pg: Postgres) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def pool(dsn: str) -> AsyncIterator[AsyncConnectionPool[db.Conn]]:
-    async with AsyncConnectionPool(dsn, min_size=1, max_size=8, open=False) as pool:
+async def pool(dsn: str) -> AsyncIterator[db.Pool]:
+    async with db.Pool(dsn, min_size=1, max_size=8, open=False) as pool:
         await pool.wait(timeout=10)
         assert await db.migrate(pool) != []
         yield pool

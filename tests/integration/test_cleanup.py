@@ -7,14 +7,14 @@ import uuid
 
 import psycopg
 from minio import Minio
-from psycopg_pool import AsyncConnectionPool
 
-from accounts_service import db
-from accounts_service.cleanup import StorageCleaner, generation_prefixes, user_prefixes
+from accounts_service.adapters import db
+from accounts_service.adapters.storage import Storage
+from accounts_service.background.cleaner import StorageCleaner
 from accounts_service.settings import Settings, from_env
-from accounts_service.storage import Storage
 from devstack.net import free_port
 from devstack.s3 import S3Server
+from object_keys import generation_prefixes, user_prefixes
 
 
 def s3_settings(s3: S3Server, bucket: str, endpoint: str | None = None) -> Settings:
@@ -42,7 +42,7 @@ def keys(client: Minio, bucket: str, prefix: str) -> set[str]:
     return {str(o.object_name) for o in client.list_objects(bucket, prefix=prefix, recursive=True)}
 
 
-async def queued(pool: AsyncConnectionPool[db.Conn]) -> list[tuple[str, int, str]]:
+async def queued(pool: db.Pool) -> list[tuple[str, int, str]]:
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT prefix, attempts, last_error FROM storage_cleanup ORDER BY id"
@@ -50,13 +50,13 @@ async def queued(pool: AsyncConnectionPool[db.Conn]) -> list[tuple[str, int, str
         return await cur.fetchall()
 
 
-async def schedule(pool: AsyncConnectionPool[db.Conn], prefixes: list[str]) -> None:
+async def schedule(pool: db.Pool, prefixes: list[str]) -> None:
     async with pool.connection() as conn:
         await db.schedule_cleanup(conn, prefixes, 0.0)
 
 
 async def test_a_users_prefixes_go_and_nothing_else(
-    pool: AsyncConnectionPool[db.Conn], s3_server: S3Server, s3_bucket: str
+    pool: db.Pool, s3_server: S3Server, s3_bucket: str
 ) -> None:
     client = s3_server.client()
     gone, kept = uuid.uuid4(), uuid.uuid4()
@@ -72,7 +72,7 @@ async def test_a_users_prefixes_go_and_nothing_else(
 
 
 async def test_one_generation_goes_and_not_one_sharing_its_digits(
-    pool: AsyncConnectionPool[db.Conn], s3_server: S3Server, s3_bucket: str
+    pool: db.Pool, s3_server: S3Server, s3_bucket: str
 ) -> None:
     client = s3_server.client()
     user = uuid.uuid4()
@@ -85,7 +85,7 @@ async def test_one_generation_goes_and_not_one_sharing_its_digits(
 
 
 async def test_an_s3_outage_postpones_the_cleanup_and_loses_nothing(
-    pool: AsyncConnectionPool[db.Conn], s3_server: S3Server, s3_bucket: str
+    pool: db.Pool, s3_server: S3Server, s3_bucket: str
 ) -> None:
     client = s3_server.client()
     user = uuid.uuid4()
@@ -106,7 +106,7 @@ async def test_an_s3_outage_postpones_the_cleanup_and_loses_nothing(
 
 
 async def test_a_prefix_leased_by_one_replica_is_left_alone_by_the_others(
-    pool: AsyncConnectionPool[db.Conn], s3_server: S3Server, s3_bucket: str
+    pool: db.Pool, s3_server: S3Server, s3_bucket: str
 ) -> None:
     client = s3_server.client()
     user = uuid.uuid4()
@@ -151,14 +151,14 @@ class WatchedStorage(Storage):
 
 
 async def test_no_transaction_is_open_while_objects_are_removed(
-    pool: AsyncConnectionPool[db.Conn], dsn: str, s3_server: S3Server, s3_bucket: str
+    pool: db.Pool, dsn: str, s3_server: S3Server, s3_bucket: str
 ) -> None:
     client = s3_server.client()
     users = [uuid.uuid4() for _ in range(3)]
     put(client, s3_bucket, *(f"avatars/{u}/1/original" for u in users))
     await schedule(pool, [f"avatars/{u}/" for u in users])
     storage = WatchedStorage(s3_settings(s3_server, s3_bucket), dsn)
-    cleaner_pool: AsyncConnectionPool[db.Conn] = AsyncConnectionPool(
+    cleaner_pool: db.Pool = db.Pool(
         dsn, min_size=2, max_size=2, open=False, kwargs={"application_name": CLEANER_APP}
     )
     async with cleaner_pool:
@@ -168,7 +168,7 @@ async def test_no_transaction_is_open_while_objects_are_removed(
 
 
 async def test_a_guarded_original_goes_unless_its_commit_takes_the_guard_back(
-    pool: AsyncConnectionPool[db.Conn], s3_server: S3Server, s3_bucket: str
+    pool: db.Pool, s3_server: S3Server, s3_bucket: str
 ) -> None:
     """An original is stored under a guard (a queued removal); the transaction that adopts it
     takes the guard back. One whose request never committed is removed once the guard is due,

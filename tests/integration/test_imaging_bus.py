@@ -20,10 +20,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from devstack.nats import NatsServer
-from imaging_service.bus import Delivery, JobQueue, QueueConfig, ensure, open_queue
-from imaging_service.consumer import Consumer, RetryPolicy
+from imaging_service.bus import Delivery, JobQueue, open_queue
+from imaging_service.consumer import Consumer
+from imaging_service.decision import Outcome, Result, RetryPolicy
 from imaging_service.errors import AccountsUnavailable
-from imaging_service.handler import Outcome, Result
+from imaging_service.streams import QueueConfig, ensure
 
 DEADLINE = 15.0
 
@@ -231,11 +232,11 @@ async def test_a_failed_give_up_report_is_retried_on_a_later_delivery_without_re
     assert jobs.gave_up == ["gave up after 2 attempts: S3 down"]
 
 
-async def test_permanent_failures_are_termed_and_successes_acked_at_once(
+async def test_reported_failures_are_termed_and_successes_acked_at_once(
     js: JetStreamContext, nats_server: NatsServer
 ) -> None:
     config = unique_config(nats_server.url)
-    jobs = Jobs(Outcome.PERMANENT_DONE, Outcome.DONE)
+    jobs = Jobs(Outcome.FAILED, Outcome.DONE)
     consumer = jobs.consumer(RetryPolicy(6, 1.0, 60.0), config.ack_wait)
     async with running(consumer, config):
         await js.publish(config.subject, event_bytes())

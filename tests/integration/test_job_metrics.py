@@ -12,8 +12,8 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from devstack.nats import NatsServer
-from imaging_service.consumer import Consumer, RetryPolicy
-from imaging_service.handler import Outcome, Result
+from imaging_service.consumer import Consumer
+from imaging_service.decision import Outcome, Result, RetryPolicy
 from imaging_service.metrics import Metrics, poll_queue
 from tests.integration.test_imaging_bus import event_bytes, eventually, running, unique_config
 
@@ -52,7 +52,7 @@ async def test_jobs_are_counted_by_result_failure_code_and_retry_reason(
     script = Script(
         {
             "rendered": [retry, Result(Outcome.DONE, reason="rendered")],
-            "truncated": [Result(Outcome.PERMANENT_DONE, "TRUNCATED: cut", reason="TRUNCATED")],
+            "truncated": [Result(Outcome.FAILED, "TRUNCATED: cut", reason="TRUNCATED")],
             "exhausted": [retry, retry],
         }
     )

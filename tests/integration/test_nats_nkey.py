@@ -26,9 +26,10 @@ import nats.errors
 import nkeys
 import pytest
 
-from accounts_service import bus as accounts_bus
 from accounts_service import settings as accounts_settings
-from accounts_service.bus import Bus, PublishFailed
+from accounts_service.adapters import bus as accounts_bus
+from accounts_service.adapters.bus import Bus
+from accounts_service.errors import PublishFailed
 from credentials.nats_connect import connect_options
 from devstack.nats import NatsServer
 from imaging_service import bus as imaging_bus

@@ -19,7 +19,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 
-from accounts_service.bus import INBOX_PREFIX, Bus
+from accounts_service.adapters.bus import INBOX_PREFIX, Bus
 from credentials.nats_auth import NatsAuth
 from credentials.nats_connect import connect_options
 from devstack.nats import NatsServer

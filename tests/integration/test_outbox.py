@@ -12,11 +12,11 @@ import nats
 import psycopg
 import pytest
 from nats.js.api import StreamConfig
-from psycopg_pool import AsyncConnectionPool
 
-from accounts_service import db
-from accounts_service.bus import Bus, PublishFailed
-from accounts_service.outbox import OutboxRelay
+from accounts_service.adapters import db
+from accounts_service.adapters.bus import Bus
+from accounts_service.background.relay import OutboxRelay
+from accounts_service.errors import PublishFailed
 from devstack.nats import NatsServer
 
 SUBJECT = "accounts.thumbnail.requested"
@@ -61,7 +61,7 @@ async def stream(own_nats: NatsServer) -> AsyncIterator[str]:
     yield own_nats.url
 
 
-async def add_events(pool: AsyncConnectionPool[db.Conn], count: int) -> list[uuid.UUID]:
+async def add_events(pool: db.Pool, count: int) -> list[uuid.UUID]:
     ids = [uuid.uuid4() for _ in range(count)]
     async with pool.connection() as conn, conn.transaction():
         for event_id in ids:
@@ -81,12 +81,12 @@ async def stream_msg_ids(url: str) -> list[str]:
     return ids
 
 
-async def unpublished(pool: AsyncConnectionPool[db.Conn]) -> int:
+async def unpublished(pool: db.Pool) -> int:
     async with pool.connection() as conn:
         return await db.pending_events(conn)
 
 
-async def wait_all_published(pool: AsyncConnectionPool[db.Conn], within: float) -> float:
+async def wait_all_published(pool: db.Pool, within: float) -> float:
     """Seconds until the outbox is empty; TimeoutError after `within` seconds."""
     started = time.monotonic()
     async with asyncio.timeout(within):
@@ -95,12 +95,12 @@ async def wait_all_published(pool: AsyncConnectionPool[db.Conn], within: float) 
     return time.monotonic() - started
 
 
-async def test_migrations_apply_once(pool: AsyncConnectionPool[db.Conn]) -> None:
+async def test_migrations_apply_once(pool: db.Pool) -> None:
     assert await db.migrate(pool) == []
 
 
 async def test_events_go_out_with_their_id_and_are_marked(
-    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str
+    pool: db.Pool, stream: str, dsn: str
 ) -> None:
     ids = await add_events(pool, 3)
     bus = Bus(stream)
@@ -112,7 +112,7 @@ async def test_events_go_out_with_their_id_and_are_marked(
 
 
 async def test_concurrent_relays_publish_each_event_once(
-    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str
+    pool: db.Pool, stream: str, dsn: str
 ) -> None:
     ids = await add_events(pool, 200)
     buses = [Bus(stream) for _ in range(4)]
@@ -132,7 +132,7 @@ async def test_concurrent_relays_publish_each_event_once(
 
 
 async def test_crash_between_publish_and_mark_makes_no_duplicate(
-    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str
+    pool: db.Pool, stream: str, dsn: str
 ) -> None:
     [event_id] = await add_events(pool, 1)
     bus = Bus(stream)
@@ -144,7 +144,7 @@ async def test_crash_between_publish_and_mark_makes_no_duplicate(
 
 
 async def test_events_wait_in_the_outbox_while_nats_is_down(
-    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str, own_nats: NatsServer
+    pool: db.Pool, stream: str, dsn: str, own_nats: NatsServer
 ) -> None:
     bus = Bus(stream)
     await bus.connect()
@@ -167,7 +167,7 @@ async def test_events_wait_in_the_outbox_while_nats_is_down(
 
 
 async def test_relay_wakes_on_notify_not_only_by_polling(
-    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str
+    pool: db.Pool, stream: str, dsn: str
 ) -> None:
     bus = Bus(stream)
     relay = OutboxRelay(pool, bus, dsn, poll_seconds=60)
@@ -183,7 +183,7 @@ async def test_relay_wakes_on_notify_not_only_by_polling(
     assert elapsed < 10, "not woken by NOTIFY (poll interval is 60 s)"
 
 
-async def attempts(pool: AsyncConnectionPool[db.Conn]) -> int:
+async def attempts(pool: db.Pool) -> int:
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT coalesce(sum(attempts), 0) FROM outbox")
         row = await cur.fetchone()
@@ -192,13 +192,13 @@ async def attempts(pool: AsyncConnectionPool[db.Conn]) -> int:
 
 
 async def test_no_transaction_is_open_while_the_relay_waits_for_nats(
-    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str, own_nats: NatsServer
+    pool: db.Pool, stream: str, dsn: str, own_nats: NatsServer
 ) -> None:
     """NATS is down and the relay keeps retrying: at every publish attempt, not one of the
     relay's sessions is inside a transaction (the claim was committed before NATS was called)."""
     bus = WatchedBus(stream, dsn)
     await bus.connect()
-    relay_pool: AsyncConnectionPool[db.Conn] = AsyncConnectionPool(
+    relay_pool: db.Pool = db.Pool(
         dsn, min_size=2, max_size=2, open=False, kwargs={"application_name": RELAY_APP}
     )
     async with relay_pool:
@@ -223,7 +223,7 @@ async def test_no_transaction_is_open_while_the_relay_waits_for_nats(
 
 
 async def test_a_batch_leased_by_a_relay_that_died_goes_out_once_the_lease_ends(
-    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str
+    pool: db.Pool, stream: str, dsn: str
 ) -> None:
     ids = await add_events(pool, 3)
     async with pool.connection() as conn:
@@ -240,7 +240,7 @@ async def test_a_batch_leased_by_a_relay_that_died_goes_out_once_the_lease_ends(
 
 
 async def test_a_failed_publish_releases_the_rest_of_the_batch(
-    pool: AsyncConnectionPool[db.Conn], stream: str, dsn: str, own_nats: NatsServer
+    pool: db.Pool, stream: str, dsn: str, own_nats: NatsServer
 ) -> None:
     """Events left unpublished are not kept leased: another relay may take them at once."""
     await add_events(pool, 2)

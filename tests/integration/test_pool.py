@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from accounts_service import db
+from accounts_service.adapters import db
 from accounts_service.errors import Overloaded, Unavailable
 from devstack.net import free_port
 

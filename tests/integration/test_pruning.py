@@ -8,26 +8,23 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from accounts_service import db
-from accounts_service.avatar import AvatarLimits
+from accounts_service.adapters import db
+from accounts_service.adapters.storage import Storage
+from accounts_service.background.pruner import Pruner, Retention
 from accounts_service.errors import Overloaded
 from accounts_service.events import request_thumbnails
 from accounts_service.intake import AvatarIntake
-from accounts_service.pruner import Pruner, Retention
 from accounts_service.ratelimit import TokenBucket
-from accounts_service.storage import Storage
 from devstack.s3 import S3Server
+from image_policy.prescan import ScanLimits
 from tests.integration.test_cleanup import storage_at
 
 HOUR = 3600.0
 RETENTION = Retention(published_events=HOUR, request_ids=24 * HOUR, unused_uploads=HOUR)
 
 
-async def add_user(
-    pool: AsyncConnectionPool[db.Conn], *, age_hours: float, request_id: str | None
-) -> db.UserRow:
+async def add_user(pool: db.Pool, *, age_hours: float, request_id: str | None) -> db.UserRow:
     """A user created `age_hours` ago, with its event published `age_hours` ago."""
     user_id = uuid.uuid4()
     async with pool.connection() as conn, conn.transaction():
@@ -52,7 +49,7 @@ async def add_user(
     return user
 
 
-async def add_unpublished(pool: AsyncConnectionPool[db.Conn], age_hours: float) -> None:
+async def add_unpublished(pool: db.Pool, age_hours: float) -> None:
     async with pool.connection() as conn:
         event_id = uuid.uuid4()
         await db.insert_event(conn, event_id, "accounts.thumbnail.requested", b"", uuid.uuid4())
@@ -63,9 +60,7 @@ async def add_unpublished(pool: AsyncConnectionPool[db.Conn], age_hours: float) 
         )
 
 
-async def add_upload(
-    pool: AsyncConnectionPool[db.Conn], *, expired_hours_ago: float, used: bool
-) -> str:
+async def add_upload(pool: db.Pool, *, expired_hours_ago: float, used: bool) -> str:
     key = f"uploads/{uuid.uuid4()}"
     expire_time = datetime.now(UTC) - timedelta(hours=expired_hours_ago)
     async with pool.connection() as conn:
@@ -75,14 +70,14 @@ async def add_upload(
     return key
 
 
-async def column(pool: AsyncConnectionPool[db.Conn], sql: str) -> set[object]:
+async def column(pool: db.Pool, sql: str) -> set[object]:
     async with pool.connection() as conn:
         cur = await conn.execute(sql)
         return {row[0] for row in await cur.fetchall()}
 
 
 async def test_pruning_removes_what_is_past_its_horizon_and_keeps_the_rest(
-    pool: AsyncConnectionPool[db.Conn],
+    pool: db.Pool,
 ) -> None:
     old = [await add_user(pool, age_hours=25, request_id=f"old-{i}") for i in range(5)]
     recent = await add_user(pool, age_hours=0.5, request_id="recent")
@@ -117,7 +112,7 @@ async def test_pruning_removes_what_is_past_its_horizon_and_keeps_the_rest(
 
 
 async def test_replicas_pruning_at_once_split_the_work(
-    pool: AsyncConnectionPool[db.Conn],
+    pool: db.Pool,
 ) -> None:
     for i in range(30):
         await add_user(pool, age_hours=30, request_id=f"r-{i}")
@@ -129,7 +124,7 @@ async def test_replicas_pruning_at_once_split_the_work(
 
 
 async def test_the_pruning_loop_prunes_at_once_and_stops_when_told(
-    pool: AsyncConnectionPool[db.Conn],
+    pool: db.Pool,
 ) -> None:
     await add_user(pool, age_hours=2, request_id=None)
     stop = asyncio.Event()
@@ -141,12 +136,12 @@ async def test_the_pruning_loop_prunes_at_once_and_stops_when_told(
     await asyncio.wait_for(task, 5)
 
 
-def intake(pool: AsyncConnectionPool[db.Conn], storage: Storage, burst: int) -> AvatarIntake:
-    return AvatarIntake(pool, storage, AvatarLimits(), TokenBucket(rate=0.01, burst=burst))
+def intake(pool: db.Pool, storage: Storage, burst: int) -> AvatarIntake:
+    return AvatarIntake(pool, storage, ScanLimits(), TokenBucket(rate=0.01, burst=burst))
 
 
 async def test_create_avatar_upload_is_refused_past_its_rate_and_nothing_is_written(
-    pool: AsyncConnectionPool[db.Conn], s3_server: S3Server, s3_bucket: str
+    pool: db.Pool, s3_server: S3Server, s3_bucket: str
 ) -> None:
     uploads = intake(pool, storage_at(s3_server, s3_bucket), burst=3)
     issued = [await uploads.issue_upload("image/png", 100) for _ in range(3)]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from psycopg_pool import AsyncConnectionPool
-
-from accounts_service import db
+from accounts_service.adapters import db
+from accounts_service.background.reconciler import Reconciler
 from accounts_service.events import request_thumbnails
-from accounts_service.reconciler import Reconciler
 
 
-async def add_user(pool: AsyncConnectionPool[db.Conn], *, published: bool) -> db.UserRow:
+async def add_user(pool: db.Pool, *, published: bool) -> db.UserRow:
     """A PENDING user whose request is in the outbox, published or not."""
     user_id = uuid.uuid4()
     async with pool.connection() as conn, conn.transaction():
@@ -26,7 +24,7 @@ async def add_user(pool: AsyncConnectionPool[db.Conn], *, published: bool) -> db
     return user
 
 
-async def outbox_rows(pool: AsyncConnectionPool[db.Conn], user_id: uuid.UUID) -> int:
+async def outbox_rows(pool: db.Pool, user_id: uuid.UUID) -> int:
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM outbox WHERE user_id = %s", (user_id,))
         row = await cur.fetchone()
@@ -35,7 +33,7 @@ async def outbox_rows(pool: AsyncConnectionPool[db.Conn], user_id: uuid.UUID) ->
 
 
 async def test_a_user_whose_event_went_out_but_never_finished_is_requested_again(
-    pool: AsyncConnectionPool[db.Conn],
+    pool: db.Pool,
 ) -> None:
     lost = await add_user(pool, published=True)
     waiting = await add_user(pool, published=False)
@@ -48,7 +46,7 @@ async def test_a_user_whose_event_went_out_but_never_finished_is_requested_again
 
 
 async def test_recent_and_settled_users_are_left_alone(
-    pool: AsyncConnectionPool[db.Conn],
+    pool: db.Pool,
 ) -> None:
     recent = await add_user(pool, published=True)
     assert await Reconciler(pool, after_seconds=3600, every_seconds=60).sweep() == 0

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from imaging_service.budgets import RenderBudget
 from imaging_service.errors import RenderUnavailable
-from imaging_service.pool import RenderBudget, RenderPool
+from imaging_service.pool import RenderPool
 from imaging_service.render import ImageRejected, Limits, render
 from tests.corpus import read
 

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from accounts_service import metrics as accounts_metrics
-from accounts_service.auth import InternalTokenInterceptor
+from grpc_guard.auth import InternalTokenInterceptor
 from grpc_telemetry import server as rpc
 from imaging_service import metrics as imaging_metrics
 

@@ -13,12 +13,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from psycopg_pool import AsyncConnectionPool
 
-from accounts_service import db
-from accounts_service.bus import Bus
+from accounts_service.adapters import db
+from accounts_service.adapters.bus import Bus
+from accounts_service.background.relay import OutboxRelay
 from accounts_service.events import request_thumbnails
-from accounts_service.outbox import OutboxRelay
 from devstack.nats import NatsServer
 from imaging_service.bus import QueueConfig
 from imaging_service.consumer import Consumer, RetryPolicy
@@ -55,7 +54,7 @@ class Worker:
         raise AssertionError(f"gave up: {reason}")
 
 
-async def add_user(pool: AsyncConnectionPool[db.Conn], subject: str) -> None:
+async def add_user(pool: db.Pool, subject: str) -> None:
     """A user and its event, the way CreateUser writes them, on the test's own subject."""
     async with pool.connection() as conn, conn.transaction():
         user = await db.insert_user(
@@ -68,7 +67,7 @@ async def add_user(pool: AsyncConnectionPool[db.Conn], subject: str) -> None:
 
 
 async def relay_and_run(
-    pool: AsyncConnectionPool[db.Conn],
+    pool: db.Pool,
     dsn: str,
     config: QueueConfig,
     worker: Worker,
@@ -98,7 +97,7 @@ def only(spans: tuple[ReadableSpan, ...], kind: trace.SpanKind) -> ReadableSpan:
 
 
 async def test_one_trace_from_the_request_through_nats_into_the_worker_span(
-    pool: AsyncConnectionPool[db.Conn], dsn: str, nats_server: NatsServer, tracing: Tracing
+    pool: db.Pool, dsn: str, nats_server: NatsServer, tracing: Tracing
 ) -> None:
     tracer, spans = tracing
     config = unique_config(nats_server.url)
@@ -124,7 +123,7 @@ async def test_one_trace_from_the_request_through_nats_into_the_worker_span(
 
 
 async def test_with_tracing_off_nothing_is_stored_sent_or_started(
-    pool: AsyncConnectionPool[db.Conn], dsn: str, nats_server: NatsServer
+    pool: db.Pool, dsn: str, nats_server: NatsServer
 ) -> None:
     config = unique_config(nats_server.url)
     worker = Worker(None)

@@ -7,17 +7,17 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from accounts_service import db
+from accounts_service.adapters import db
+from accounts_service.adapters.changes import ChangeHub
 from accounts_service.errors import NotFound, Unavailable
-from accounts_service.watch import ChangeHub, Watcher
+from accounts_service.watch import Watcher
 
 STEP = 10.0  # deadline for each awaited message
 
 
 @pytest.fixture
-async def hub(dsn: str, pool: AsyncConnectionPool[db.Conn]) -> AsyncIterator[ChangeHub]:
+async def hub(dsn: str, pool: db.Pool) -> AsyncIterator[ChangeHub]:
     hub = ChangeHub(dsn, reconnect_seconds=0.1)
     stop = asyncio.Event()
     task = asyncio.create_task(hub.run(stop))
@@ -26,7 +26,7 @@ async def hub(dsn: str, pool: AsyncConnectionPool[db.Conn]) -> AsyncIterator[Cha
     await task
 
 
-async def new_user(pool: AsyncConnectionPool[db.Conn]) -> uuid.UUID:
+async def new_user(pool: db.Pool) -> uuid.UUID:
     user_id = uuid.uuid4()
     async with pool.connection() as conn:
         await db.insert_user(
@@ -42,13 +42,13 @@ async def new_user(pool: AsyncConnectionPool[db.Conn]) -> uuid.UUID:
     return user_id
 
 
-async def execute(pool: AsyncConnectionPool[db.Conn], sql: str, *params: object) -> None:
+async def execute(pool: db.Pool, sql: str, *params: object) -> None:
     async with pool.connection() as conn:
         await conn.execute(sql, params)
 
 
 async def test_current_state_then_changes_never_a_repeat_then_not_found(
-    pool: AsyncConnectionPool[db.Conn], hub: ChangeHub
+    pool: db.Pool, hub: ChangeHub
 ) -> None:
     user_id = await new_user(pool)
     stream = Watcher(pool, hub).watch(str(user_id))
@@ -68,16 +68,14 @@ async def test_current_state_then_changes_never_a_repeat_then_not_found(
     assert hub.watchers == 0
 
 
-async def test_an_unknown_user_is_not_found_at_once(
-    pool: AsyncConnectionPool[db.Conn], hub: ChangeHub
-) -> None:
+async def test_an_unknown_user_is_not_found_at_once(pool: db.Pool, hub: ChangeHub) -> None:
     with pytest.raises(NotFound, match="not found"):
         await anext(Watcher(pool, hub).watch(str(uuid.uuid4())))
     assert hub.watchers == 0
 
 
 async def test_many_watchers_share_one_listening_connection_and_close_ends_them(
-    dsn: str, pool: AsyncConnectionPool[db.Conn], hub: ChangeHub
+    dsn: str, pool: db.Pool, hub: ChangeHub
 ) -> None:
     users = [await new_user(pool) for _ in range(5)]
     watcher = Watcher(pool, hub)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from accounts_service.adapters.storage import Storage
 from accounts_service.settings import SettingsError, from_env
-from accounts_service.storage import Storage
 
 BASE = {"INTERNAL_TOKEN": "t"}
 

@@ -1,12 +1,13 @@
-"""The worker's retry schedule and its outcome -> ack decision table (pure, no NATS)."""
+"""The worker's retry schedule, its jitter and the decoding of requests (pure, no NATS); the
+decision table itself is tests/unit/test_decision.py."""
 
 from __future__ import annotations
 
 import pytest
 from accounts.v1.events_pb2 import ThumbnailRequested
 
-from imaging_service.consumer import Action, RetryPolicy, decide, decode, default_jitter
-from imaging_service.handler import Outcome, Result
+from imaging_service.consumer import decode, default_jitter
+from imaging_service.decision import RetryPolicy
 
 POLICY = RetryPolicy(max_deliver=6, base=1.0, cap=60.0)
 
@@ -32,32 +33,6 @@ def test_the_default_jitter_stays_within_half_and_full() -> None:
     samples = [default_jitter() for _ in range(1000)]
     assert min(samples) >= 0.5 and max(samples) <= 1.0
     assert max(samples) - min(samples) > 0.25, "jitter should actually spread the retries"
-
-
-@pytest.mark.parametrize("attempt", [1, 5, 6, 7, 100])
-def test_done_is_acked_and_permanent_is_termed_on_any_attempt(attempt: int) -> None:
-    assert decide(Result(Outcome.DONE), attempt, POLICY.max_deliver) is Action.ACK
-    assert decide(Result(Outcome.PERMANENT_DONE), attempt, POLICY.max_deliver) is Action.TERM
-
-
-@pytest.mark.parametrize(
-    ("attempt", "action"),
-    [(1, Action.NAK), (2, Action.NAK), (5, Action.NAK), (6, Action.GIVE_UP), (9, Action.GIVE_UP)],
-)
-def test_retry_is_nakked_until_the_last_delivery_then_given_up(
-    attempt: int, action: Action
-) -> None:
-    assert decide(Result(Outcome.RETRY), attempt, POLICY.max_deliver) is action
-
-
-@pytest.mark.parametrize("attempt", [1, 6, 50])
-def test_a_job_waiting_for_accounts_is_never_given_up(attempt: int) -> None:
-    waiting = Result(Outcome.RETRY, "accounts unreachable", waiting_for_accounts=True)
-    assert decide(waiting, attempt, POLICY.max_deliver) is Action.NAK
-
-
-def test_max_deliver_one_means_no_retry() -> None:
-    assert decide(Result(Outcome.RETRY), 1, max_deliver=1) is Action.GIVE_UP
 
 
 def test_decode_accepts_a_complete_event() -> None:

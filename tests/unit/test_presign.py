@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from minio import Minio
 
-from accounts_service.presign import presigned_url
+from accounts_service.adapters.presign import presigned_url
 
 NOW = datetime(2026, 11, 27, 12, 30, 5, tzinfo=UTC)
 ARGS = {

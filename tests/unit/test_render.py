@@ -15,15 +15,8 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageOps, ImageStat
 
-from imaging_service.render import (
-    DEFAULT_SIZES,
-    ImageInfo,
-    ImageRejected,
-    Limits,
-    Thumbnail,
-    probe,
-    render,
-)
+from image_policy.formats import ImageInfo, ImageRejected, Limits, probe
+from imaging_service.render import DEFAULT_SIZES, Thumbnail, render
 from tests.corpus import CODES, MARKERS, QUADRANT_SAMPLES, codec_available
 
 Corpus = Callable[[str], bytes]

@@ -14,17 +14,16 @@ from urllib.parse import quote
 
 import pytest
 
-from accounts_service import logs as accounts_logs
 from accounts_service import settings as accounts_settings
-from accounts_service import storage as accounts_storage
+from accounts_service.adapters import storage as accounts_storage
 from credentials.nats_auth import CredentialError, nats_auth_from_env
 from credentials.redact import REDACTED
-from imaging_service import logs as imaging_logs
 from imaging_service import settings as imaging_settings
 from imaging_service import storage as imaging_storage
+from service_logs import json_lines
 
 SETTINGS = [accounts_settings, imaging_settings]
-LOGS = [accounts_logs, imaging_logs]
+LOGS = [json_lines]  # both services log through it
 SECRET = "s3cr3t/p@ss"  # "/" and "@" survive only percent-encoded in a URL
 ENCODED = quote(SECRET, safe="")
 ENV = {

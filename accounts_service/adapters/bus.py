@@ -1,4 +1,5 @@
-"""NATS JetStream for the accounts service: publishing outbox events."""
+"""NATS JetStream for the accounts service: publishing outbox events. Every nats error becomes
+PublishFailed (one of our Unavailable errors) here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from accounts_service.errors import PublishFailed
 from credentials.nats_auth import NatsAuth
 from credentials.nats_connect import connect_options
 from credentials.redact import redact_url
@@ -18,10 +20,6 @@ log = logging.getLogger(__name__)
 # Replies (publish acks) come to inboxes under this prefix, the only subjects the accounts NATS
 # user may subscribe to (deploy/k8s/overlays/dev/nats/authorization.conf).
 INBOX_PREFIX = "_INBOX.accounts"
-
-
-class PublishFailed(Exception):
-    """The event was not confirmed by JetStream; it stays in the outbox and is retried."""
 
 
 class Bus:

@@ -1,5 +1,5 @@
 """Removes queued storage prefixes once due: deleted users, old avatar generations, stale
-uploads, and originals whose request never committed (see `guard_prefixes` in db.py).
+uploads, and originals whose request never committed (see `AvatarIntake.guard`).
 
 The queue is the `storage_cleanup` table, filled in the same transaction as the change that
 makes the objects obsolete; a row goes only after its objects are gone, so an S3 outage delays
@@ -16,37 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
-import psycopg
-import psycopg_pool
-from psycopg_pool import AsyncConnectionPool
-
-from accounts_service import db
+from accounts_service.adapters import db
+from accounts_service.adapters.storage import Storage
 from accounts_service.errors import AccountsError, Unavailable
-from accounts_service.storage import Storage
 
 log = logging.getLogger(__name__)
-
-
-def user_prefixes(user_id: uuid.UUID) -> list[str]:
-    """Every object of a user: each generation's original and thumbnails."""
-    return [f"avatars/{user_id}/", f"thumbnails/{user_id}/"]
-
-
-def generation_prefixes(user_id: uuid.UUID, generation: int) -> list[str]:
-    return [f"avatars/{user_id}/{generation}/", f"thumbnails/{user_id}/{generation}/"]
-
-
-def original_prefix(user_id: uuid.UUID, generation: int) -> str:
-    """Where one generation's original is stored (results.original_key)."""
-    return f"avatars/{user_id}/{generation}/"
 
 
 class StorageCleaner:
     def __init__(
         self,
-        pool: AsyncConnectionPool[db.Conn],
+        pool: db.Pool,
         storage: Storage,
         every_seconds: float,
         batch: int = 20,
@@ -70,7 +51,7 @@ class StorageCleaner:
             try:
                 while await self.sweep() == self._batch:
                     pass
-            except (psycopg.Error, psycopg_pool.PoolTimeout, AccountsError) as exc:
+            except AccountsError as exc:
                 log.warning("storage cleanup failed, will retry", extra={"error": str(exc)})
             waiters = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
             try:

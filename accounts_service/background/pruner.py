@@ -14,11 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import psycopg
-import psycopg_pool
-from psycopg_pool import AsyncConnectionPool
-
-from accounts_service import db
+from accounts_service.adapters import db
 from accounts_service.errors import AccountsError
 
 log = logging.getLogger(__name__)
@@ -36,7 +32,7 @@ class Retention:
 class Pruner:
     def __init__(
         self,
-        pool: AsyncConnectionPool[db.Conn],
+        pool: db.Pool,
         retention: Retention,
         every_seconds: float,
         batch: int = 1000,
@@ -53,7 +49,7 @@ class Pruner:
                 pruned = await self.prune()
                 if any(pruned.values()):
                     log.info("pruned", extra=pruned)
-            except (psycopg.Error, psycopg_pool.PoolTimeout, AccountsError) as exc:
+            except AccountsError as exc:
                 log.warning("pruning failed, will retry", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._every)

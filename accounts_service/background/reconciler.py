@@ -15,11 +15,7 @@ import asyncio
 import contextlib
 import logging
 
-import psycopg
-import psycopg_pool
-from psycopg_pool import AsyncConnectionPool
-
-from accounts_service import db
+from accounts_service.adapters import db
 from accounts_service.errors import AccountsError
 from accounts_service.events import request_thumbnails
 
@@ -29,7 +25,7 @@ log = logging.getLogger(__name__)
 class Reconciler:
     def __init__(
         self,
-        pool: AsyncConnectionPool[db.Conn],
+        pool: db.Pool,
         after_seconds: float,
         every_seconds: float,
         batch: int = 100,
@@ -45,7 +41,7 @@ class Reconciler:
             try:
                 while await self.sweep() == self._batch:
                     pass
-            except (psycopg.Error, psycopg_pool.PoolTimeout, AccountsError) as exc:
+            except AccountsError as exc:
                 log.warning("reconciler sweep failed, will retry", extra={"error": str(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._every)

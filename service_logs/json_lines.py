@@ -10,6 +10,8 @@ from typing import Any
 
 from credentials.scrub import Scrubber
 
+# The LogRecord's own attributes; any other key in its __dict__ came in through ``extra``.
+# taskName is one from Python 3.12 on.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -39,5 +41,7 @@ def configure(level: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(secrets))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    # Its retry warnings repeat what StorageUnavailable reports once, with the final error.
+    # urllib3 (under minio) warns on every internal retry, which the storage adapter's own error
+    # reports once with the outcome. Never below `level`: the root logger's level does not filter
+    # what a child logger passes up to the handler.
     logging.getLogger("urllib3").setLevel(max(logging.ERROR, logging.getLevelName(level)))

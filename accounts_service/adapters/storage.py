@@ -1,4 +1,8 @@
-"""S3 (MinIO) for the accounts service: originals, client URLs, uploads, removal by prefix."""
+"""S3 (MinIO) for the accounts service: originals, client URLs, uploads, removal by prefix.
+
+Every minio, urllib3 and socket error becomes ours here: ObjectMissing for a key that is not
+there, Unavailable for anything else (storage down, or a refusal such as AccessDenied).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import MinioException, S3Error
 
-from accounts_service.errors import Unavailable
-from accounts_service.presign import presigned_url
+from accounts_service.adapters.presign import presigned_url
+from accounts_service.errors import ObjectMissing, Unavailable
 from accounts_service.settings import Settings
 
 P = ParamSpec("P")
@@ -45,7 +49,7 @@ def _http_client(secure: bool, ca_file: str) -> urllib3.PoolManager:
 
 
 class Storage:
-    """Speaks in our keys; raises Unavailable when storage cannot be reached."""
+    """Speaks in our keys (see keys.py); raises only our errors."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -72,8 +76,10 @@ class Storage:
     async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await asyncio.to_thread(fn, *args, **kwargs)
-        except S3Error:
-            raise
+        except S3Error as exc:  # storage answered with a 4xx or 5xx
+            if exc.code in _MISSING:
+                raise ObjectMissing(f"no object at that key ({exc.code})") from exc
+            raise Unavailable(f"object storage error: {exc.code}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unavailable(f"object storage unreachable: {exc}") from exc
 
@@ -96,10 +102,8 @@ class Storage:
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = await self._call(self._client.stat_object, self._bucket, key)
-        except S3Error as exc:
-            if exc.code in _MISSING:
-                return None
-            raise Unavailable(f"object storage error: {exc.code}") from exc
+        except ObjectMissing:
+            return None
         return ObjectInfo(size=int(st.size or 0), content_type=st.content_type or "")
 
     async def read_head(self, key: str, length: int) -> bytes:
@@ -135,10 +139,7 @@ class Storage:
                 self._client.remove_object(self._bucket, key)
             return len(keys)
 
-        try:
-            return await self._call(remove_all)
-        except S3Error as exc:
-            raise Unavailable(f"object storage error: {exc.code}") from exc
+        return await self._call(remove_all)
 
     def url(self, key: str) -> str:
         """Where clients fetch `key`: a plain URL under PUBLIC_BASE_URL if set, else a

@@ -17,14 +17,11 @@ import contextlib
 import logging
 import time
 
-import psycopg
-import psycopg_pool
 from opentelemetry import trace
-from psycopg_pool import AsyncConnectionPool
 
-from accounts_service import db
-from accounts_service.bus import Bus, PublishFailed
-from accounts_service.errors import AccountsError
+from accounts_service.adapters import db
+from accounts_service.adapters.bus import Bus
+from accounts_service.errors import AccountsError, PublishFailed, Unavailable
 from accounts_service.metrics import Metrics
 from accounts_service.tracing import producer_span
 
@@ -36,7 +33,7 @@ CHANNEL = "outbox"
 class OutboxRelay:
     def __init__(
         self,
-        pool: AsyncConnectionPool[db.Conn],
+        pool: db.Pool,
         bus: Bus,
         database_url: str,
         poll_seconds: float,
@@ -64,7 +61,7 @@ class OutboxRelay:
                 self._wake.clear()
                 try:
                     sent = await self.publish_pending()
-                except (PublishFailed, psycopg.Error, AccountsError) as exc:
+                except AccountsError as exc:
                     if isinstance(exc, PublishFailed):  # PostgreSQL answers: count what waits
                         await self._count_backlog()
                     failures += 1
@@ -133,7 +130,7 @@ class OutboxRelay:
         try:
             async with self._pool.connection() as conn:
                 self._metrics.outbox_unpublished.set(await db.pending_events(conn))
-        except (psycopg.Error, psycopg_pool.PoolTimeout, AccountsError) as exc:
+        except AccountsError as exc:
             log.debug("outbox backlog not counted", extra={"error": str(exc)})
 
     @staticmethod
@@ -156,11 +153,11 @@ class OutboxRelay:
         """Holds one LISTEN connection, reconnecting after PostgreSQL restarts."""
         while not stop.is_set():
             try:
-                async with await db.listen(self._dsn, CHANNEL, "accounts-outbox") as conn:
+                async with db.listening(self._dsn, CHANNEL, "accounts-outbox") as payloads:
                     self._wake.set()  # notifications may have been missed while away
-                    async for _ in conn.notifies():
+                    async for _ in payloads:
                         self._wake.set()
-            except psycopg.Error as exc:
+            except Unavailable as exc:
                 log.warning("outbox listener reconnecting", extra={"error": str(exc)})
                 await self._sleep_plain(stop, 1.0)
 
