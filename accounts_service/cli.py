@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import grpc
 from accounts.v1 import accounts_pb2, accounts_pb2_grpc
 
+from grpc_guard.options import CLIENT_OPTIONS
 from grpc_guard.status import retry_delay
 
 SAMPLE = Path(__file__).resolve().parent.parent / "docs" / "sample-avatar.jpg"
@@ -25,7 +26,7 @@ MAX_RETRIES = 5  # calls refused with RetryInfo (a busy server) are tried again 
 
 
 def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, Any]:
-    options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    options = [("grpc.max_send_message_length", 64 * 1024 * 1024), *CLIENT_OPTIONS]
     if args.ca or args.cert:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=Path(args.ca).read_bytes() if args.ca else None,

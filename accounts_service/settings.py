@@ -81,6 +81,11 @@ class Settings:
     retry_after_seconds: float = 1.0  # the RetryInfo delay sent with RESOURCE_EXHAUSTED
     keepalive_seconds: float = 30.0  # idle connections pinged this often; a dead peer is
     keepalive_timeout_seconds: float = 10.0  # dropped (with its streams) after this long
+    # Connections are closed after this long (+ grace for calls in flight, WatchUser streams
+    # included: their clients re-watch) so that clients re-resolve the name and spread over
+    # replicas started since they connected.
+    max_connection_age_seconds: float = 300.0
+    max_connection_age_grace_seconds: float = 30.0
 
     def __repr__(self) -> str:
         return redacted_repr(self, url_fields=("database_url", "nats_url"))
@@ -233,6 +238,10 @@ def from_env(env: Mapping[str, str]) -> Settings:
         retry_after_seconds=_float_at_least(env, "RETRY_AFTER_SECONDS", 1.0, 0.001),
         keepalive_seconds=_float_at_least(env, "KEEPALIVE_SECONDS", 30.0, 1.0),
         keepalive_timeout_seconds=_float_at_least(env, "KEEPALIVE_TIMEOUT_SECONDS", 10.0, 1.0),
+        max_connection_age_seconds=_float_at_least(env, "MAX_CONNECTION_AGE_SECONDS", 300.0, 1.0),
+        max_connection_age_grace_seconds=_float_at_least(
+            env, "MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0, 1.0
+        ),
     )
 
 

@@ -1,5 +1,5 @@
-"""Channel arguments for the services' gRPC servers: message limits, streams per connection,
-pending calls and keepalive."""
+"""Channel arguments for the services' gRPC servers (message limits, streams per connection,
+pending calls, keepalive, connection age) and for their clients (round robin)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from __future__ import annotations
 # client send before anyone reads: one HTTP/2 window (64 KiB; see bdp_probe below).
 MAX_PENDING_CALLS = 4000
 
+# For clients of the services: spread calls over every address the target resolves to (a
+# headless Service's pods, a DNS name with several records, "ipv4:host:port,host:port")
+# instead of grpc's default, pick_first, which sends everything to one replica. The server's
+# max_connection_age makes clients resolve again, so new replicas get their share.
+CLIENT_OPTIONS: list[tuple[str, str]] = [("grpc.lb_policy_name", "round_robin")]
+
 
 def server_options(
     *,
@@ -16,10 +22,18 @@ def server_options(
     max_streams_per_connection: int,
     keepalive_seconds: float,
     keepalive_timeout_seconds: float,
+    max_connection_age_seconds: float = 300.0,
+    max_connection_age_grace_seconds: float = 30.0,
 ) -> list[tuple[str, int]]:
     """Channel arguments for `grpc.aio.server`: message limits, streams per connection, and
     keepalive, so that a vanished peer's connection (and its WatchUser streams) is reaped
-    within `keepalive_seconds + keepalive_timeout_seconds`."""
+    within `keepalive_seconds + keepalive_timeout_seconds`.
+
+    Every connection is also closed after `max_connection_age_seconds` (jittered by grpc,
+    +-10%): the server sends GOAWAY, calls in flight get `max_connection_age_grace_seconds` to
+    finish, then the rest (long WatchUser streams) end with UNAVAILABLE and their clients
+    must watch again. Clients reconnect through their resolver, so a replica started since a
+    client connected gets its share within age + grace."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -27,6 +41,8 @@ def server_options(
         ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", int(keepalive_timeout_seconds * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_age_ms", int(max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(max_connection_age_grace_seconds * 1000)),
         # By default the server stops pinging after two pings without data: an idle stream
         # whose peer vanished later would never be noticed.
         ("grpc.http2.max_pings_without_data", 0),

@@ -51,7 +51,7 @@ def queue_config(settings: Settings) -> QueueConfig:
         replay_subject=settings.replay_subject,
         durable=settings.durable,
         ack_wait=settings.ack_wait_seconds,
-        max_ack_pending=4 * settings.render_processes,
+        max_ack_pending=settings.max_ack_pending,
         auth=settings.nats_auth,
     )
 

@@ -117,6 +117,8 @@ async def listen(
             max_streams_per_connection=settings.max_streams_per_connection,
             keepalive_seconds=settings.keepalive_seconds,
             keepalive_timeout_seconds=settings.keepalive_timeout_seconds,
+            max_connection_age_seconds=settings.max_connection_age_seconds,
+            max_connection_age_grace_seconds=settings.max_connection_age_grace_seconds,
         ),
     )
     log.info("listening", extra={"port": port, "settings": repr(settings)})

@@ -45,6 +45,9 @@ class Settings:
     max_pixels: int
     ack_wait_seconds: float
     max_deliver: int
+    # Deliveries unacknowledged at once on the durable consumer, shared by every replica:
+    # replicas x render_processes above it leaves replicas idle (README, Configuration).
+    max_ack_pending: int
     retry_base_seconds: float
     retry_max_seconds: float
     shutdown_grace_seconds: float
@@ -81,6 +84,10 @@ class Settings:
     retry_after_seconds: float = 1.0  # the RetryInfo delay sent with RESOURCE_EXHAUSTED
     keepalive_seconds: float = 30.0  # idle connections pinged this often; a dead peer is
     keepalive_timeout_seconds: float = 10.0  # dropped (with its calls) after this long
+    # Connections are closed after this long (+ grace for calls in flight) so that clients
+    # re-resolve the name and spread over replicas started since they connected.
+    max_connection_age_seconds: float = 300.0
+    max_connection_age_grace_seconds: float = 30.0
 
     def __repr__(self) -> str:
         return redacted_repr(self, url_fields=("nats_url",))
@@ -218,6 +225,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         retry_after_seconds=_float(env, "RETRY_AFTER_SECONDS", 1.0),
         keepalive_seconds=_float(env, "KEEPALIVE_SECONDS", 30.0),
         keepalive_timeout_seconds=_float(env, "KEEPALIVE_TIMEOUT_SECONDS", 10.0),
+        max_connection_age_seconds=_float(env, "MAX_CONNECTION_AGE_SECONDS", 300.0),
+        max_connection_age_grace_seconds=_float(env, "MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0),
+        max_ack_pending=_int(env, "MAX_ACK_PENDING", 4 * processes, minimum=1),
     )
 
 

@@ -6,6 +6,7 @@ import grpc
 
 from credentials import grpc_tls
 from credentials.nats_auth import CredentialError
+from grpc_guard.options import CLIENT_OPTIONS
 from imaging_service.settings import Settings, SettingsError
 
 
@@ -39,7 +40,7 @@ def accounts_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
 
 
 def channel(addr: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
-    """Connects lazily, like every grpc channel."""
+    """Connects lazily, like every grpc channel; round robin over the addresses of `addr`."""
     if credentials is None:
-        return grpc.aio.insecure_channel(addr)
-    return grpc.aio.secure_channel(addr, credentials)
+        return grpc.aio.insecure_channel(addr, options=CLIENT_OPTIONS)
+    return grpc.aio.secure_channel(addr, credentials, options=CLIENT_OPTIONS)

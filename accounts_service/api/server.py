@@ -68,6 +68,8 @@ def build_server(
             max_streams_per_connection=settings.max_streams_per_connection,
             keepalive_seconds=settings.keepalive_seconds,
             keepalive_timeout_seconds=settings.keepalive_timeout_seconds,
+            max_connection_age_seconds=settings.max_connection_age_seconds,
+            max_connection_age_grace_seconds=settings.max_connection_age_grace_seconds,
         ),
     )
     accounts_pb2_grpc.add_AccountsServiceServicer_to_server(servicer, server)

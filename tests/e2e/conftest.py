@@ -114,6 +114,10 @@ def service_env(
         "RETRY_MAX_SECONDS": "4",
         "RENDER_PROCESSES": "2",
         "SHUTDOWN_GRACE_SECONDS": "10",
+        # The session's services outlive the default 5 min connection age: without this a
+        # WatchUser stream or a timed call could meet a GOAWAY mid-test. Tests of the age set
+        # their own.
+        "MAX_CONNECTION_AGE_SECONDS": "86400",
         "LOG_LEVEL": "INFO",
     }
 
