@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import urllib.error
@@ -60,6 +61,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what} not ready after {timeout:g} s")
         time.sleep(_POLL_INTERVAL)
+
+
+async def eventually(predicate: Callable[[], bool], within: float, what: str) -> None:
+    """`wait_until` for a coroutine: polls without blocking the event loop, so that what makes
+    `predicate` true (a callback, another task) runs meanwhile."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} not ready after {within:g} s")
+        await asyncio.sleep(_POLL_INTERVAL)
 
 
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

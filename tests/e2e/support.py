@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -128,3 +131,17 @@ def consumer_info(nats_url: str, stream: str = "ACCOUNTS", durable: str = "imagi
             await nc.close()
 
     return asyncio.run(fetch())
+
+
+@contextmanager
+def beside(run: Callable[[threading.Event], None], join_seconds: float = 10.0) -> Iterator[None]:
+    """Runs `run(stop)` in a thread while inside (a probe beside a burst); on the way out sets
+    `stop` and waits for the thread."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(join_seconds)

@@ -20,6 +20,7 @@ from tests.e2e.support import (
     FAILED,
     PENDING,
     READY,
+    beside,
     create_user,
     error_reason,
     image_bytes,
@@ -58,14 +59,8 @@ class HealthWatch:
 @contextmanager
 def health_watched(*services: Service) -> Iterator[HealthWatch]:
     watch = HealthWatch([s.addr for s in services])
-    stop = threading.Event()
-    thread = threading.Thread(target=watch.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with beside(watch.run):
         yield watch
-    finally:
-        stop.set()
-        thread.join(5)
     assert not watch.unanswered, f"health did not answer within 1 s: {watch.unanswered}"
     for addr, seconds in watch.slowest.items():
         assert seconds < HEALTH_SECONDS, f"health of {addr} took {seconds:.2f} s"

@@ -24,7 +24,7 @@ from PIL import Image
 from devstack.net import wait_until
 from grpc_guard.status import retry_delay
 from tests.e2e.conftest import Service
-from tests.e2e.support import READY, create_user, image_bytes, unique_email, wait_settled
+from tests.e2e.support import READY, beside, create_user, image_bytes, unique_email, wait_settled
 from tests.e2e.test_hostile import health_watched, pids
 from tests.e2e.test_metrics import scrape, total
 
@@ -104,14 +104,8 @@ def rss_watched(service: Service) -> Iterator[RssWatch]:
     """Samples the service's RSS from a thread while inside; asserts its peak afterwards."""
     assert service.process.pid is not None
     watch = RssWatch(service.process.pid)
-    stop = threading.Event()
-    thread = threading.Thread(target=watch.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with beside(watch.run):
         yield watch
-    finally:
-        stop.set()
-        thread.join(5)
     print(f"\n{service.name} RSS peak {watch.peak / MIB:.0f} MiB over {len(watch.samples)} samples")
     assert watch.peak < RSS_LIMIT, f"{service.name} RSS reached {watch.peak / MIB:.0f} MiB"
 
@@ -157,14 +151,8 @@ class GetUserWatch:
 def get_user_watched(service: Service, user_id: str) -> Iterator[GetUserWatch]:
     with own_connection(service) as channel:
         watch = GetUserWatch(accounts_pb2_grpc.AccountsServiceStub(channel), user_id)
-        stop = threading.Event()
-        thread = threading.Thread(target=watch.run, args=(stop,), daemon=True)
-        thread.start()
-        try:
+        with beside(watch.run):
             yield watch
-        finally:
-            stop.set()
-            thread.join(10)
     assert not watch.errors, f"GetUser failed beside the burst: {watch.errors[:3]}"
     assert watch.latencies, "no GetUser was sent beside the burst"
     slowest = max(watch.latencies)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry
 
+from devstack.net import eventually
 from grpc_guard.options import server_options
 from grpc_guard.server import Cap, Guard, Limits
 from grpc_guard.status import retry_delay
@@ -140,14 +140,6 @@ async def served() -> AsyncIterator[Served]:
         await server.stop(None)
 
 
-async def until(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not true after {within} s")
-        await asyncio.sleep(0.01)
-
-
 async def refused(call: Any) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
@@ -176,7 +168,7 @@ async def test_past_the_call_limit_resource_exhausted_with_retry_info_and_health
 
     served.servicer.gate.set()
     assert [r.id for r in await asyncio.gather(*calls)] == ["hold"] * 3
-    await until(lambda: served.guard.rpcs.in_use == 0, 5, "slots given back")
+    await eventually(lambda: served.guard.rpcs.in_use == 0, 5, "slots given back")
     assert (await served.stub.GetUser(accounts_pb2.GetUserRequest(id="y"), timeout=5)).id == "y"
 
 
@@ -215,7 +207,7 @@ async def test_an_upload_waits_for_room_in_the_byte_budget_then_is_refused_unrea
     assert served.guard.budget.held == BIG.ByteSize()
     served.servicer.gate.set()
     await first
-    await until(lambda: served.guard.budget.held == 0, 5, "the budget given back")
+    await eventually(lambda: served.guard.budget.held == 0, 5, "the budget given back")
     assert served.guard.rpcs.in_use == 0 and all(s.in_use == 0 for _, s in served.guard.caps)
 
 
@@ -223,11 +215,11 @@ async def test_an_upload_goes_in_once_the_budget_has_room_again(served: Served) 
     first = asyncio.ensure_future(served.stub.CreateUser(BIG, timeout=5))
     await served.servicer.entered(1)
     second = asyncio.ensure_future(served.stub.CreateUser(BIG, timeout=5))
-    await until(lambda: served.guard.waiting == 1, 5, "the second upload waiting")
+    await eventually(lambda: served.guard.waiting == 1, 5, "the second upload waiting")
     served.servicer.gate.set()  # the first ends, the second gets its room
     replies = await asyncio.gather(first, second)
     assert [r.display_name for r in replies] == [str(600 * 1024)] * 2
-    await until(lambda: served.guard.budget.held == 0, 5, "the budget given back")
+    await eventually(lambda: served.guard.budget.held == 0, 5, "the budget given back")
 
 
 async def test_a_cancelled_call_gives_its_bytes_and_slots_back(served: Served) -> None:
@@ -236,8 +228,8 @@ async def test_a_cancelled_call_gives_its_bytes_and_slots_back(served: Served) -
     await served.servicer.entered(1)
     assert served.guard.budget.held > 0
     call.cancel()
-    await until(lambda: served.guard.budget.held == 0, 5, "the budget given back")
-    await until(lambda: served.guard.rpcs.in_use == 0, 5, "the call slot given back")
+    await eventually(lambda: served.guard.budget.held == 0, 5, "the budget given back")
+    await eventually(lambda: served.guard.rpcs.in_use == 0, 5, "the call slot given back")
     assert all(s.in_use == 0 for _, s in served.guard.caps)
 
 
@@ -254,7 +246,7 @@ async def test_watch_streams_have_their_own_cap_and_leave_calls_free(served: Ser
     await asyncio.gather(*calls)
     for stream in streams:
         stream.cancel()
-    await until(lambda: all(s.in_use == 0 for _, s in served.guard.caps), 5, "streams ended")
+    await eventually(lambda: all(s.in_use == 0 for _, s in served.guard.caps), 5, "streams ended")
 
 
 async def test_invalid_utf8_is_invalid_argument_naming_the_field_counted_no_traceback(
@@ -300,7 +292,7 @@ async def test_a_message_over_the_receive_limit_is_counted_as_grpc_answered_it(
     request = accounts_pb2.CreateUserRequest(avatar_image=b"\x03" * (MAX_BODY + 1))
     error = await refused(served.stub.CreateUser(request, timeout=10))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    await until(lambda: served.handled("CreateUser", "RESOURCE_EXHAUSTED") == 1, 5, "counted")
+    await eventually(lambda: served.handled("CreateUser", "RESOURCE_EXHAUSTED") == 1, 5, "counted")
     assert served.guard.budget.held == 0 and all(s.in_use == 0 for _, s in served.guard.caps)
 
 

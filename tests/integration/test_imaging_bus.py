@@ -24,6 +24,7 @@ from imaging_service.bus import Delivery, JobQueue, open_queue
 from imaging_service.consumer import Consumer
 from imaging_service.decision import Outcome, Result, RetryPolicy
 from imaging_service.errors import AccountsUnavailable
+from imaging_service.metrics import Metrics
 from imaging_service.streams import QueueConfig, ensure
 
 DEADLINE = 15.0
@@ -333,3 +334,36 @@ async def _published(js: JetStreamContext, config: QueueConfig, payload: bytes) 
 async def _ack_pending(js: JetStreamContext, config: QueueConfig, expected: int) -> bool:
     info = await js.consumer_info(config.stream, config.durable)
     return info.num_ack_pending == expected
+
+
+async def test_a_job_past_its_time_is_cut_and_handed_back_for_a_retry(
+    js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    """A job that hangs is leased (heartbeats) only until its bound, then retried with back-off."""
+    config = unique_config(nats_server.url, ack_wait=1.0)
+    metrics = Metrics()
+    started: list[float] = []
+
+    async def never_done(event: ThumbnailRequested) -> Result:
+        started.append(time.monotonic())
+        await asyncio.Event().wait()
+        return Result(Outcome.DONE)
+
+    async def no_give_up(event: ThumbnailRequested, reason: str) -> None:
+        raise AssertionError(f"gave up: {reason}")
+
+    bound, back_off = 2.5, 0.5
+    consumer = Consumer(
+        never_done, no_give_up, RetryPolicy(max_deliver=3, base=back_off, cap=4.0), slots=1,
+        ack_wait=config.ack_wait, max_job_seconds=bound, jitter=lambda: 1.0, metrics=metrics,
+    )  # fmt: skip
+    async with running(consumer, config):
+        await js.publish(config.subject, event_bytes())
+        await eventually(lambda: len(started) >= 2, "the job tried again")
+        retried = metrics.registry.get_sample_value(
+            "imaging_jobs_retried_total", {"reason": "JobTimeout"}
+        )
+    # Not redelivered at the 1 s ack wait (leased while it ran), nor before its bound, and then
+    # after the back-off (a nak with delay, not a term: it came back at all).
+    assert started[1] - started[0] >= bound + back_off - 0.1, started
+    assert retried == 1

@@ -23,6 +23,7 @@ from accounts_service.adapters.bus import INBOX_PREFIX, Bus
 from credentials.nats_auth import NatsAuth
 from credentials.nats_connect import connect_options
 from devstack.nats import NatsServer
+from devstack.net import eventually
 from devstack.process import find_binary
 from imaging_service.bus import JobQueue, QueueConfig, open_queue
 from tests.e2e.certs import Authority
@@ -110,12 +111,12 @@ class Raw:
         return self.nc
 
     async def violation(self, subject: str) -> None:
-        async def seen() -> bool:
-            return any(VIOLATION in e and subject.lower() in e for e in self.errors)
-
-        async with asyncio.timeout(5):
-            while not await seen():  # noqa: ASYNC110 (errors arrive through a callback)
-                await asyncio.sleep(0.02)
+        """Errors arrive through nats-py's error callback."""
+        await eventually(
+            lambda: any(VIOLATION in e and subject.lower() in e for e in self.errors),
+            5,
+            f"a permissions violation on {subject}",
+        )
 
 
 def test_the_deployed_nats_conf_is_valid(tmp_path: Path) -> None:
