@@ -78,24 +78,39 @@ def with_retries(
             attempt += 1
 
 
-def wait_settled(stub: Any, user_id: str, timeout: float, out: TextIO = sys.stdout) -> Any:
+def wait_settled(
+    stub: Any,
+    user_id: str,
+    timeout: float,
+    out: TextIO = sys.stdout,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
     """Follows WatchUser until READY or FAILED, printing each state change with the time since
     the start (on a terminal also a live progress line); raises TimeoutError. A stream refused
-    with RetryInfo is opened again after the delay, within `timeout`."""
+    with RetryInfo is opened again after the delay, and one that ends with UNAVAILABLE (the
+    server aged the connection out, or the replica is shutting down) at once, on whichever
+    replica the channel picks, within `timeout`."""
     started = time.monotonic()
-    attempt = 0
+    attempt = ended = 0
     while True:
         try:
-            return _follow(stub, user_id, started, timeout, out)
+            return _follow(stub, user_id, started, timeout, out, wait_for_ready=ended > 0)
         except grpc.RpcError as exc:
-            if not busy_wait(exc, attempt, started + timeout):
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < started + timeout:
+                sleep(min(0.1 * 2**ended, 2.0))  # back-off; the call then waits for a replica
+                ended += 1
+                continue
+            if not busy_wait(exc, attempt, started + timeout, sleep):
                 raise
             attempt += 1
 
 
-def _follow(stub: Any, user_id: str, started: float, timeout: float, out: TextIO) -> Any:
+def _follow(
+    stub: Any, user_id: str, started: float, timeout: float, out: TextIO, *, wait_for_ready: bool
+) -> Any:
     left = started + timeout - time.monotonic()
-    call = stub.WatchUser(accounts_pb2.WatchUserRequest(id=user_id), timeout=left)
+    request = accounts_pb2.WatchUserRequest(id=user_id)
+    call = stub.WatchUser(request, timeout=left, wait_for_ready=wait_for_ready)
     updates: queue.Queue[Any] = queue.Queue()
 
     def pump() -> None:

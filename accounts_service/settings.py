@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -63,6 +64,9 @@ class Settings:
     tls_client_ca_file: str = ""  # when set, clients must present a certificate it signed
     metrics_port: int = 9101  # Prometheus /metrics over HTTP; 0: no metrics endpoint
     otlp_endpoint: str = ""  # OpenTelemetry traces go there over OTLP/gRPC; "": tracing off
+    # The address the gRPC server listens on: "::", every interface (IPv4 too); one address to
+    # keep it off the others (several replicas on one host, each on its own address).
+    host: str = "::"
     nats_auth: NatsAuth = field(default_factory=NatsAuth)
     s3_ca_file: str = ""  # CA bundle for HTTPS to S3; "": the system's (certifi) CAs
     # libpq reads PGPASSWORD itself; it is kept here only so that no log line shows it.
@@ -192,6 +196,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         s3_region=env.get("S3_REGION", "us-east-1"),
         internal_token=required(env, "INTERNAL_TOKEN"),
         port=_int(env, "ACCOUNTS_PORT", 50051),
+        host=_listen_host(env),
         max_avatar_bytes=max_avatar_bytes,
         max_pixels=_int(env, "MAX_PIXELS", 50_000_000),
         max_segments=_int_at_least(env, "MAX_SEGMENTS", _SCAN.max_segments, 1),
@@ -243,6 +248,15 @@ def from_env(env: Mapping[str, str]) -> Settings:
             env, "MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0, 1.0
         ),
     )
+
+
+def _listen_host(env: Mapping[str, str]) -> str:
+    value = env.get("ACCOUNTS_HOST", "").strip().strip("[]") or "::"
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise SettingsError(f"ACCOUNTS_HOST must be an IP address, got {value!r}") from None
+    return value
 
 
 def _port(env: Mapping[str, str], key: str, default: int) -> int:

@@ -6,15 +6,19 @@ ScaledObject only warn), and checkov scans it with the skips of deploy/checkov-s
 failed check allowed. The Dockerfile gets checkov and hadolint. Also checked: every setting of
 the README's configuration table reaches the containers of the service that uses it (its "used
 by" column) through the dev overlay's ConfigMap or that service's Secret, and no Deployment gets
-a Secret key its service does not use; compose.yaml sets only those settings and runs the dev
-overlay's images of PostgreSQL, NATS and MinIO; requirements-runtime.lock (the image's) pins the
-versions requirements.lock tests.
+a Secret key its service does not use; an autoscaler of the imaging workers (KEDA ScaledObject
+or HPA) stays within MAX_ACK_PENDING / RENDER_PROCESSES replicas; compose.yaml is consistent
+(dependencies, health checks, volumes, mounted files), sets only those settings and runs the dev
+overlay's images of PostgreSQL, NATS and S3 (SeaweedFS); no overlay and no compose service runs
+the archived MinIO server or mc; requirements-runtime.lock (the image's) pins the versions
+requirements.lock tests.
 Exit status 1 on any problem, each one named on its own line.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import shutil
@@ -166,27 +170,176 @@ def settings_problems(objects: list[dict[str, Any]], overlay: str) -> list[str]:
     return problems
 
 
+def container_env(deployment: dict[str, Any], objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The variables a Deployment's first container gets from its ConfigMaps, Secrets (those
+    rendered) and env values, a later source winning as in the kubelet."""
+    data: dict[tuple[str, str], dict[str, str]] = {}
+    for o in objects:
+        if o["kind"] == "ConfigMap":
+            data["ConfigMap", o["metadata"]["name"]] = dict(o.get("data") or {})
+        elif o["kind"] == "Secret":
+            decoded = {k: base64.b64decode(v).decode() for k, v in (o.get("data") or {}).items()}
+            data["Secret", o["metadata"]["name"]] = decoded | dict(o.get("stringData") or {})
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        for kind, ref in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+            if ref in source:
+                env |= data.get((kind, source[ref]["name"]), {})
+    env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    return env
+
+
+def autoscaler_ceiling(obj: dict[str, Any]) -> tuple[str, str, int] | None:
+    """(target Deployment, field, replica ceiling) of a KEDA ScaledObject or an HPA."""
+    spec = obj.get("spec", {})
+    if obj["kind"] == "ScaledObject":
+        return spec["scaleTargetRef"]["name"], "maxReplicaCount", spec.get("maxReplicaCount", 100)
+    if obj["kind"] == "HorizontalPodAutoscaler":
+        return spec["scaleTargetRef"]["name"], "maxReplicas", spec["maxReplicas"]
+    return None
+
+
+def runs_imaging(deployment: dict[str, Any]) -> bool:
+    return any(
+        "imaging_service" in [*c.get("command", []), *c.get("args", [])]
+        for c in deployment["spec"]["template"]["spec"]["containers"]
+    )
+
+
+def replica_ceiling_problems(objects: list[dict[str, Any]], overlay: str) -> list[str]:
+    """An autoscaler of the imaging workers never goes past MAX_ACK_PENDING / RENDER_PROCESSES
+    replicas: the consumer hands out MAX_ACK_PENDING requests to all replicas together, each
+    renders RENDER_PROCESSES at once, so replicas beyond that only wait for acknowledgements."""
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    problems = []
+    for obj in objects:
+        found = autoscaler_ceiling(obj)
+        target = deployments.get(found[0]) if found else None
+        if not found or target is None or not runs_imaging(target):
+            continue
+        _, field, ceiling = found
+        where = f"overlays/{overlay} {object_id(obj)}"
+        env = container_env(target, objects)
+        try:
+            processes = int(env["RENDER_PROCESSES"])
+            max_ack_pending = int(env.get("MAX_ACK_PENDING") or 4 * processes)
+        except (KeyError, ValueError):
+            problems.append(
+                f"{where}: Deployment/{found[0]} needs RENDER_PROCESSES (and MAX_ACK_PENDING or"
+                f" its default) set as integers to bound {field} (got"
+                f" {env.get('RENDER_PROCESSES')!r}, {env.get('MAX_ACK_PENDING')!r})"
+            )
+            continue
+        if ceiling * processes > max_ack_pending:
+            problems.append(
+                f"{where}: {field} {ceiling} x RENDER_PROCESSES {processes} ="
+                f" {ceiling * processes} exceeds MAX_ACK_PENDING {max_ack_pending}, so replicas"
+                f" past {max_ack_pending // processes} would idle: lower {field} to at most"
+                f" {max_ack_pending // processes} or raise MAX_ACK_PENDING to"
+                f" {ceiling * processes}"
+            )
+    return problems
+
+
 def images(objects: list[dict[str, Any]]) -> set[str]:
     return {
         c["image"]
         for o in objects
         if "template" in o.get("spec", {})
-        for c in o["spec"]["template"]["spec"]["containers"]
+        for key in ("initContainers", "containers")
+        for c in o["spec"]["template"]["spec"].get(key, [])
     }
 
 
-def compose_problems(dev_objects: list[dict[str, Any]], settings: set[str]) -> list[str]:
-    """compose.yaml sets only documented settings and runs the dev overlay's infrastructure."""
-    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+# The MinIO server and its client mc: their repositories are archived upstream, so they get no
+# more fixes; S3 is SeaweedFS locally and any S3 service in production.
+ARCHIVED_IMAGE = re.compile(r"(^|/)(minio/(minio|mc)|bitnami/minio(-client)?)([:@]|$)")
+
+
+def archived_images(where: str, found: set[str]) -> list[str]:
+    return [
+        f"{where}: image {image} is the archived MinIO server or mc; run SeaweedFS instead"
+        for image in sorted(found)
+        if ARCHIVED_IMAGE.search(image)
+    ]
+
+
+COMPOSE_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+
+
+def compose_structure_problems(compose: dict[str, Any]) -> list[str]:
+    """What `docker compose config` would refuse or what could never start: a service without an
+    image, a dependency on a missing service or health check, a named volume not declared (or
+    declared and unused), a bind mount of a file missing from the repository."""
+    services: dict[str, Any] = compose.get("services") or {}
+    declared = set(compose.get("volumes") or {})
+    used: set[str] = set()
     problems = []
+    for name, service in services.items():
+        where = f"compose.yaml: service {name}"
+        if not service.get("image") and not service.get("build"):
+            problems.append(f"{where} has neither image nor build")
+        problems += dependency_problems(where, service, services)
+        for source in mount_sources(service):
+            if source.startswith((".", "/", "~")):
+                if source.startswith(".") and not (ROOT / source).exists():
+                    problems.append(f"{where} mounts {source}, which does not exist")
+                continue
+            used.add(source)
+            if source not in declared:
+                problems.append(f"{where} uses volume {source}, not declared under volumes")
+    problems += [
+        f"compose.yaml: volume {v} is declared but unused" for v in sorted(declared - used)
+    ]
+    return problems
+
+
+def dependency_problems(where: str, service: dict[str, Any], services: dict[str, Any]) -> list[str]:
+    depends = service.get("depends_on") or {}
+    conditions = (
+        {target: "service_started" for target in depends}
+        if isinstance(depends, list)
+        else {
+            target: (spec or {}).get("condition", "service_started")
+            for target, spec in depends.items()
+        }
+    )
+    problems = []
+    for target, condition in conditions.items():
+        if target not in services:
+            problems.append(f"{where} depends on {target}, which is not a service")
+        elif condition not in COMPOSE_CONDITIONS:
+            problems.append(f"{where}: depends_on {target} has condition {condition!r}")
+        elif condition == "service_healthy" and "healthcheck" not in services[target]:
+            problems.append(f"{where} waits for {target} to be healthy; it has no healthcheck")
+    return problems
+
+
+def mount_sources(service: dict[str, Any]) -> list[str]:
+    """The named volumes and host paths a service mounts (short or long syntax; not tmpfs)."""
+    return [
+        str(m.get("source", "")) if isinstance(m, dict) else m.split(":")[0]
+        for m in service.get("volumes") or []
+        if not isinstance(m, dict) or m.get("type", "volume") in ("volume", "bind")
+    ]
+
+
+def compose_problems(dev_objects: list[dict[str, Any]], settings: set[str]) -> list[str]:
+    """compose.yaml is well-formed, sets only documented settings and runs the dev overlay's
+    infrastructure images."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    problems = compose_structure_problems(compose)
     for name in ("accounts", "imaging"):
         unknown = sorted(set(services[name]["environment"]) - settings)
         if unknown:
             problems.append(f"compose.yaml: {name} sets {unknown}, not in the README table")
-    for image in {s["image"] for s in services.values()} - images(dev_objects):
+    found = {s["image"] for s in services.values() if s.get("image")}
+    for image in found - images(dev_objects):
         if not image.startswith("avatar-thumbnails:"):
             problems.append(f"compose.yaml: image {image} differs from overlays/dev's")
-    return problems
+    return problems + archived_images("compose.yaml", found)
 
 
 def pins(lock: Path) -> dict[str, str]:
@@ -275,6 +428,8 @@ def check_overlay(
         problems += [f"kubernetes-validate: {line}" for line in lines if line not in warnings]
     if overlay == SETTINGS_OVERLAY:
         problems += settings_problems(objects, overlay)
+    problems += replica_ceiling_problems(objects, overlay)
+    problems += archived_images(f"overlays/{overlay}", images(objects))
     problems += annotate(objects, overlay, skips)
     scanned = args.out / "checkov" / f"{overlay}.yaml"
     scanned.write_text(yaml.safe_dump_all(objects, sort_keys=False))

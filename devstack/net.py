@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 import urllib.error
@@ -82,3 +83,12 @@ def http_ok(url: str) -> bool:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def http_json(url: str) -> object:
+    """The JSON document at `url`; None if it cannot be fetched or parsed."""
+    try:
+        with _NO_PROXY_OPENER.open(url, timeout=2.0) as response:
+            return json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None

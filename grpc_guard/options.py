@@ -13,7 +13,13 @@ MAX_PENDING_CALLS = 4000
 # headless Service's pods, a DNS name with several records, "ipv4:host:port,host:port")
 # instead of grpc's default, pick_first, which sends everything to one replica. The server's
 # max_connection_age makes clients resolve again, so new replicas get their share.
-CLIENT_OPTIONS: list[tuple[str, str]] = [("grpc.lb_policy_name", "round_robin")]
+# A connection closed by the server's max_connection_age asks the resolver again, but grpc
+# resolves a DNS name at most every 30 s by default; 10 s lets a replica started meanwhile get
+# calls within the age (+ grace) even when the age is short.
+CLIENT_OPTIONS: list[tuple[str, str | int]] = [
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.dns_min_time_between_resolutions_ms", 10_000),
+]
 
 
 def server_options(

@@ -52,6 +52,7 @@ def queue_config(settings: Settings) -> QueueConfig:
         durable=settings.durable,
         ack_wait=settings.ack_wait_seconds,
         max_ack_pending=settings.max_ack_pending,
+        replicas=settings.stream_replicas,
         auth=settings.nats_auth,
     )
 

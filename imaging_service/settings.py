@@ -71,6 +71,9 @@ class Settings:
     subject: str = "accounts.thumbnail.requested"
     replay_subject: str = "accounts.thumbnail.replayed"  # replayed dead letters; in `stream`
     durable: str = "imaging"
+    # Copies JetStream keeps of the stream, the dead-letter stream and the consumer (the
+    # consumer follows its stream): 3 on a 3-node cluster survives the loss of any one node.
+    stream_replicas: int = 1
     nats_auth: NatsAuth = field(default_factory=NatsAuth)
     s3_ca_file: str = ""  # CA bundle for HTTPS to S3; "": certifi's CAs
     # In-flight limits of the gRPC server (grpc_guard); past one a call gets RESOURCE_EXHAUSTED
@@ -136,6 +139,36 @@ def _host_port(env: Mapping[str, str], key: str, default: str) -> str:
     return value
 
 
+def _grpc_target(env: Mapping[str, str], key: str, default: str) -> str:
+    """host:port, or a gRPC target naming several replicas: `dns:///name:port` (every address
+    the name resolves to, e.g. a headless Service) or `ipv4:host:port,host:port`."""
+    value = env.get(key, "").strip() or default
+    if value.startswith("dns:"):
+        name = value.removeprefix("dns:").lstrip("/").rpartition("/")[2]
+        if _is_host_port(name):
+            return value
+    elif value.startswith(("ipv4:", "ipv6:")):
+        if all(_is_host_port(a) for a in value.partition(":")[2].split(",")):
+            return value
+    elif "://" not in value and _is_host_port(value):
+        return value
+    raise SettingsError(
+        f"{key} must be host:port, dns:///name:port or ipv4:host:port,host:port, got {value!r}"
+    )
+
+
+def _is_host_port(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit()
+
+
+def _stream_replicas(env: Mapping[str, str]) -> int:
+    replicas = _int(env, "STREAM_REPLICAS", 1, minimum=1)
+    if replicas > 5:  # JetStream's own limit
+        raise SettingsError(f"STREAM_REPLICAS must be 1..5, got {replicas}")
+    return replicas
+
+
 def _bucket(env: Mapping[str, str]) -> str:
     value = env.get("S3_BUCKET", "").strip() or "avatars"
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
@@ -182,7 +215,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         s3_bucket=_bucket(env),
         s3_secure=boolean(env, "S3_SECURE", False),
         s3_region=env.get("S3_REGION", "").strip() or "us-east-1",
-        accounts_addr=_host_port(env, "ACCOUNTS_ADDR", "127.0.0.1:50051"),
+        accounts_addr=_grpc_target(env, "ACCOUNTS_ADDR", "127.0.0.1:50051"),
         internal_token=required(env, "INTERNAL_TOKEN"),
         port=_port(env),
         render_processes=processes,
@@ -228,6 +261,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         max_connection_age_seconds=_float(env, "MAX_CONNECTION_AGE_SECONDS", 300.0),
         max_connection_age_grace_seconds=_float(env, "MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0),
         max_ack_pending=_int(env, "MAX_ACK_PENDING", 4 * processes, minimum=1),
+        stream_replicas=_stream_replicas(env),
     )
 
 

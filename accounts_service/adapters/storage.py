@@ -1,4 +1,5 @@
-"""S3 (MinIO) for the accounts service: originals, client URLs, uploads, removal by prefix.
+"""S3 for the accounts service: originals, client URLs, uploads, removal by prefix. Any S3
+serves (SeaweedFS locally, AWS S3 or another in production), through the minio client.
 
 Every minio, urllib3 and socket error becomes ours here: ObjectMissing for a key that is not
 there, Unavailable for anything else (storage down, or a refusal such as AccessDenied).

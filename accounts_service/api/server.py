@@ -82,7 +82,8 @@ def build_server(
 
 def add_port(server: grpc.aio.Server, settings: Settings) -> int:
     """TLS (mutual with TLS_CLIENT_CA_FILE) when TLS_CERT_FILE is set, else plaintext."""
-    address = f"[::]:{settings.port}"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6 in brackets
+    address = f"{host}:{settings.port}"
     credentials = tls.server_credentials(settings)
     if credentials is None:
         return server.add_insecure_port(address)

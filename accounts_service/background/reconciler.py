@@ -6,7 +6,10 @@ user's current generation, so a duplicate costs at most one render and changes n
 
 A sweep is one short transaction with no network call in it (the events go to the outbox; the
 relay publishes them). Several replicas: stalled users are locked with FOR UPDATE SKIP LOCKED,
-so each is re-requested by one replica, and once it has an event waiting, by none.
+so each is re-requested by one replica, and once it has an event waiting, by none. A replica
+whose statement began before another's commit finds the row's lock released and PostgreSQL
+checks the row again as committed: the re-request moved `requested_at`, so it no longer
+qualifies and is left alone.
 """
 
 from __future__ import annotations

@@ -34,9 +34,10 @@ class Service:
         env: dict[str, str],
         log: Path,
         metrics_port: int = 0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.name = name
-        self.addr = f"127.0.0.1:{port}"
+        self.addr = f"{host}:{port}"
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else ""
         self.process = ServiceProcess(
             name, [sys.executable, "-m", module], log_path=log, env=env, cwd=REPO

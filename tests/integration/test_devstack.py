@@ -15,7 +15,7 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from devstack.nats import NatsServer
+from devstack.nats import NatsCluster, NatsServer
 from devstack.net import LOCALHOST, port_open
 from devstack.postgres import Postgres
 from devstack.s3 import S3Server
@@ -45,6 +45,33 @@ def own_s3(tmp_path: Path) -> Iterator[S3Server]:
     server.start()
     yield server
     server.stop()
+
+
+async def test_a_nats_cluster_member_killed_and_started_again_catches_up(tmp_path: Path) -> None:
+    cluster = NatsCluster(tmp_path / "cluster")
+    cluster.start()
+    try:
+        stream = f"DEVSTACK_{_uuid8()}"
+        nc = await nats.connect(cluster.url.split(","))
+        js = nc.jetstream()
+        await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
+        leader = cluster.stream_leader(stream)
+        assert leader in {node.name for node in cluster.nodes}
+        down = next(node for node in cluster.nodes if node.name != leader)
+        port = down.port
+        down.kill()
+        for i in range(5):  # the two others are a majority: the stream goes on
+            await js.publish(f"{stream}.n", str(i).encode(), timeout=10)
+        down.start()
+        await nc.close()
+        assert down.port == port and down.healthy()  # healthy: caught up with the stream
+        nc = await nats.connect(down.url, connect_timeout=2, dont_randomize=True)
+        assert nc.connected_url is not None and nc.connected_url.port == port
+        assert (await nc.jetstream().stream_info(stream)).state.messages == 5
+        await nc.close()
+    finally:
+        cluster.stop()
+    assert not any(port_open(LOCALHOST, n.port) for n in cluster.nodes)
 
 
 async def test_nats_restart_keeps_jetstream_messages(tmp_path: Path) -> None:

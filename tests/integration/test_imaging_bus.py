@@ -139,6 +139,26 @@ async def test_ensure_creates_stream_and_consumer_and_updates_a_changed_ack_wait
     await ensure(js, dataclasses.replace(config, ack_wait=12.0))  # unchanged: still fine
 
 
+async def test_replicas_ensuring_at_the_same_moment_make_one_stream_and_one_consumer(
+    nats_server: NatsServer,
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    config = dataclasses.replace(
+        unique_config(nats_server.url), dlq_stream=f"DLQ_{tag}", dlq_subject=f"dlq{tag}.x"
+    )
+    connections = [await nats.connect(nats_server.url) for _ in range(6)]
+    try:
+        await asyncio.gather(*(ensure(nc.jetstream(), config) for nc in connections))
+        js = connections[0].jetstream()
+        names = {info.config.name for info in await js.streams_info()}
+        assert {config.stream, config.dlq_stream} <= names
+        assert [info.name for info in await js.consumers_info(config.stream)] == ["imaging"]
+        assert [info.name for info in await js.consumers_info(config.dlq_stream)] == []
+    finally:
+        for nc in connections:
+            await nc.close()
+
+
 async def test_ensure_keeps_an_existing_stream_and_only_adds_what_is_missing(
     js: JetStreamContext, nats_server: NatsServer
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from accounts_service.adapters import db
@@ -56,3 +57,26 @@ async def test_recent_and_settled_users_are_left_alone(
     assert await Reconciler(pool, after_seconds=0, every_seconds=60).sweep() == 1
     assert await outbox_rows(pool, recent.id) == 2
     assert await outbox_rows(pool, done.id) == 1
+
+
+async def test_replicas_sweeping_at_once_request_each_stalled_user_once(pool: db.Pool) -> None:
+    """A replica whose statement began before another's commit waits for the row lock, then
+    PostgreSQL re-checks the row as committed: its `requested_at` has moved, so it is skipped."""
+    stalled = [await add_user(pool, published=True) for _ in range(20)]
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE users SET requested_at = requested_at - interval '1 hour' WHERE id = ANY(%s)",
+            ([user.id for user in stalled],),
+        )
+    replicas = [Reconciler(pool, after_seconds=600, every_seconds=60, batch=5) for _ in range(4)]
+
+    async def sweep_until_done(reconciler: Reconciler) -> int:
+        total = 0
+        while (found := await reconciler.sweep()) > 0:
+            total += found
+        return total
+
+    swept = await asyncio.gather(*(sweep_until_done(r) for r in replicas))
+    assert sum(swept) >= len(stalled)
+    for user in stalled:
+        assert await outbox_rows(pool, user.id) == 2, "requested again exactly once"

@@ -67,3 +67,43 @@ def test_both_services_read_the_connection_age(
     )
     with pytest.raises(SettingsError, match="MAX_CONNECTION_AGE_SECONDS"):
         from_env(IMAGING | {"MAX_CONNECTION_AGE_SECONDS": "0"})
+
+
+def test_stream_replicas_default_to_one_and_reach_the_queue_config() -> None:
+    assert queue_config(imaging_from_env(IMAGING)).replicas == 1
+    assert queue_config(imaging_from_env(IMAGING | {"STREAM_REPLICAS": "3"})).replicas == 3
+
+
+@pytest.mark.parametrize("value", ["0", "6", "three"])
+def test_stream_replicas_outside_what_jetstream_allows_are_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="STREAM_REPLICAS"):
+        imaging_from_env(IMAGING | {"STREAM_REPLICAS": value})
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "accounts:50051",
+        "dns:///accounts-headless.avatars.svc.cluster.local:50051",
+        "dns://10.0.0.10:53/accounts.test:50051",
+        "ipv4:127.0.0.1:50051,127.0.0.2:50051",
+    ],
+)
+def test_accounts_addr_takes_a_name_or_a_target_of_several_replicas(target: str) -> None:
+    assert imaging_from_env(IMAGING | {"ACCOUNTS_ADDR": target}).accounts_addr == target
+
+
+@pytest.mark.parametrize(
+    "target", ["http://accounts:50051", "dns:///accounts", "ipv4:127.0.0.1:1,127.0.0.2", "x"]
+)
+def test_an_accounts_addr_without_a_port_or_with_a_url_scheme_is_refused(target: str) -> None:
+    with pytest.raises(SettingsError, match="ACCOUNTS_ADDR"):
+        imaging_from_env(IMAGING | {"ACCOUNTS_ADDR": target})
+
+
+def test_accounts_listens_everywhere_unless_given_one_address() -> None:
+    assert accounts_from_env(IMAGING).host == "::"
+    assert accounts_from_env(IMAGING | {"ACCOUNTS_HOST": "127.0.0.2"}).host == "127.0.0.2"
+    assert accounts_from_env(IMAGING | {"ACCOUNTS_HOST": "[::1]"}).host == "::1"
+    with pytest.raises(SettingsError, match="ACCOUNTS_HOST"):
+        accounts_from_env(IMAGING | {"ACCOUNTS_HOST": "accounts.local"})
