@@ -102,8 +102,11 @@ def faults(s: Stack, done: threading.Event) -> None:
     def outage(name: str, server: NatsServer | S3Server) -> Callable[[], None]:
         def run() -> None:
             s.note(f"stop {name} for 10 s")
-            server.stop()
-            done.wait(10)  # the outage itself
+            began = time.monotonic()
+            # 10 s from the stop on, as the retry budgets assume: weed once hung on SIGTERM
+            # for the whole default 15 s, which made the outage 26 s; past 5 s it is killed.
+            server.stop(timeout=5)
+            done.wait(max(0.0, began + 10 - time.monotonic()))  # the outage itself
             server.start()
             s.note(f"{name} back")
 
@@ -124,7 +127,13 @@ def faults(s: Stack, done: threading.Event) -> None:
 
 
 def duplicates(imaging_log: str) -> int:
-    renders: Counter[tuple[str, int]] = Counter()
+    counted = Counter(renders(imaging_log))
+    return sum(n - 1 for n in counted.values() if n > 1)
+
+
+def renders(imaging_log: str) -> list[tuple[str, int]]:
+    """(user_id, generation) of every job the worker finished by rendering (from its log)."""
+    done = []
     for line in imaging_log.splitlines():
         if '"job finished"' not in line:
             continue
@@ -132,8 +141,8 @@ def duplicates(imaging_log: str) -> int:
         if entry.get("outcome") in {"done", "failed"} and not entry.get("detail", "").startswith(
             "skipped"
         ):
-            renders[(entry["user_id"], entry["generation"])] += 1
-    return sum(n - 1 for n in renders.values() if n > 1)
+            done.append((entry["user_id"], entry["generation"]))
+    return done
 
 
 def main() -> int:
@@ -151,17 +160,7 @@ def main() -> int:
         channel = grpc.insecure_channel(s.accounts_addr)
         stub = accounts_pb2_grpc.AccountsServiceStub(channel)
         chaos.start()
-        started = time.monotonic()
-        threads = []
-        for i, outcome in enumerate(outcomes):
-            pace = started + i * args.create_seconds / args.users - time.monotonic()
-            if pace > 0:
-                time.sleep(pace)  # a steady arrival rate, not synchronisation
-            thread = threading.Thread(target=create, args=(stub, images[i % len(images)], outcome))
-            thread.start()
-            threads.append(thread)
-        for thread in threads:
-            thread.join()
+        create_all(stub, images, outcomes, args.create_seconds)
         chaos.join()
         s.note("all users created, waiting for them to settle")
         settle(stub, outcomes, args.settle_seconds)
@@ -169,6 +168,24 @@ def main() -> int:
         dupes = duplicates(s.imaging.log_text())
         channel.close()
         return report(outcomes, dupes, s.root)
+
+
+def create_all(
+    stub: Any, images: list[tuple[str, bytes, bool]], outcomes: list[Outcome], seconds: float
+) -> None:
+    """Creates a user for each outcome (images in turn) at a steady pace over `seconds`, each
+    in its own thread (a client of its own), and returns when every one has an answer."""
+    started = time.monotonic()
+    threads = []
+    for i, outcome in enumerate(outcomes):
+        pace = started + i * seconds / len(outcomes) - time.monotonic()
+        if pace > 0:
+            time.sleep(pace)  # a steady arrival rate, not synchronisation
+        thread = threading.Thread(target=create, args=(stub, images[i % len(images)], outcome))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
 
 
 def settle(stub: Any, outcomes: list[Outcome], seconds: float) -> None:
@@ -189,6 +206,14 @@ def settle(stub: Any, outcomes: list[Outcome], seconds: float) -> None:
 
 
 def report(outcomes: list[Outcome], dupes: int, root: Path) -> int:
+    line, ok = summary(outcomes, dupes)
+    print(line)
+    keep_logs_unless(ok, root)
+    return 0 if ok else 1
+
+
+def summary(outcomes: list[Outcome], dupes: int) -> tuple[str, bool]:
+    """The counts line (after the first unexpected outcomes, printed) and whether it passes."""
     ready = sum(o.status == READY for o in outcomes)
     expected = sum((o.refused or o.status == FAILED) and not o.expected_ok for o in outcomes)
     unexpected = [o for o in outcomes if (o.status == READY) != o.expected_ok and
@@ -198,16 +223,18 @@ def report(outcomes: list[Outcome], dupes: int, root: Path) -> int:
     for o in unexpected[:10]:
         print(f"[chaos] unexpected: {o.image} user={o.user_id} status={o.status} "
               f"refused={o.refused}", flush=True)  # fmt: skip
-    print(
+    line = (
         f"users={n} ready={ready} failed_expected={expected} "
         f"failed_unexpected={len(unexpected)} stuck={stuck} duplicates_renders={dupes}"
     )
-    ok = not unexpected and stuck == 0 and ready + expected == n
+    return line, not unexpected and stuck == 0 and ready + expected == n
+
+
+def keep_logs_unless(ok: bool, root: Path) -> None:
     if ok:
         shutil.rmtree(root, ignore_errors=True)
     else:
         print(f"[chaos] logs kept in {root}", flush=True)
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":
