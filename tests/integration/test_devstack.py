@@ -53,10 +53,14 @@ async def test_a_nats_cluster_member_killed_and_started_again_catches_up(tmp_pat
     try:
         stream = f"DEVSTACK_{_uuid8()}"
         nc = await nats.connect(cluster.url.split(","))
-        js = nc.jetstream()
-        await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
+        await nc.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
+        await nc.close()
         leader = cluster.stream_leader(stream)
         assert leader in {node.name for node in cluster.nodes}
+        # Publish through the leader, so that the kill does not also cut this client off (a
+        # publish in flight on a connection that breaks is lost, and the relay would retry it).
+        nc = await nats.connect(cluster.node(leader).url, dont_randomize=True)
+        js = nc.jetstream()
         down = next(node for node in cluster.nodes if node.name != leader)
         port = down.port
         down.kill()
