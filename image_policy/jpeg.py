@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 
 from image_policy.exif import walk_tiff
 from image_policy.walk import Damaged, TooComplex, Walk
@@ -16,6 +17,14 @@ _CLASSES = bytes(0xFF if b == 0xFF else 0 if b == 0 or 0xD0 <= b <= 0xD7 else 1 
 _MARKER = re.compile(rb"\xff\x01")
 _FIRST_WINDOW = 256  # most markers follow the previous segment at once
 _LARGEST_WINDOW = 1024 * 1024
+# In a photo's entropy-coded data FF is rare (1 byte in about 270), and a regex for FF and a
+# marker's class run on the buffer itself, with no copy, finds the next marker at 0.35 ns a
+# byte: 1.4 ms for a 4 MB scan against 4 ms through translated windows. A scan searched that
+# way whose windows cost more than _FAST_NS_PER_BYTE of CPU (dense FF, as crafted) is searched
+# the translated way from then on, so the worst case stays the translated one's.
+_FAST_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+_FAST_NS_PER_BYTE = 1.2
+_FAST_SLACK_NS = 20_000  # a clock's granularity and a window's fixed costs
 _NO_LENGTH = frozenset({*range(0xD0, 0xDA), 0xC8, *range(0xF0, 0xFE)})  # as Pillow reads them
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _APP_OR_COM = frozenset({*range(0xE0, 0xF0), 0xFE})
@@ -47,7 +56,8 @@ def scan_jpeg(walk: Walk) -> None:
         tiff = exif[0] if len(exif) == 1 else memoryview(b"".join(exif))
         walk_tiff(walk, tiff, "EXIF")
     scans = segments = 1
-    while (at := _next_marker(view, pos, len(view))) >= 0:
+    finder = _MarkerFinder()
+    while (at := finder.next(view, pos, len(view))) >= 0:
         marker = view[at + 1]
         if marker == 0xD9 or (marker != 0x01 and marker not in _BETWEEN_SCANS):
             return  # the end of the first image, or an error that ends its decoding
@@ -162,3 +172,27 @@ def _next_marker(view: memoryview, pos: int, end: int) -> int:
         pos += window
         window = min(window * 2, _LARGEST_WINDOW)
     return -1
+
+
+class _MarkerFinder:
+    """``_next_marker`` for the scans, by the regex on the buffer while that stays cheap."""
+
+    def __init__(self) -> None:
+        self._fast = True
+
+    def next(self, view: memoryview, pos: int, end: int) -> int:
+        if not self._fast:
+            return _next_marker(view, pos, end)
+        window = _FIRST_WINDOW
+        while pos + 1 < end:
+            stop = min(pos + window + 1, end)
+            started = time.thread_time_ns()
+            found = _FAST_MARKER.search(view, pos, stop)
+            if found:
+                return found.start()
+            if time.thread_time_ns() - started > _FAST_NS_PER_BYTE * (stop - pos) + _FAST_SLACK_NS:
+                self._fast = False
+                return _next_marker(view, stop - 1, end)
+            pos += window
+            window = min(window * 2, _LARGEST_WINDOW)
+        return -1
