@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
-from image_policy import formats
+from image_policy import formats, jpeg
 from image_policy.formats import ImageRejected, probe, probe_off_loop
 from image_policy.prescan import ScanLimits, Structure, TooComplex, prescan
 from imaging_service.render import render
@@ -366,3 +366,25 @@ def test_measure_refuses_only_what_it_can_tell(corpus: Corpus) -> None:
     for name in ("bad_plain_text.jpg", "bad_truncated_50pct.jpg", "bad_vector.svg"):
         formats.measure(corpus(name))  # the render process gives these their verdict
     assert formats.measure(b"not an image") == Structure(None, 0, 0, 0)
+
+
+def test_the_fast_marker_search_finds_what_the_translated_one_finds() -> None:
+    """The scans' marker search (a regex on the buffer) against the translated windows, on
+    buffers full of FF, stuffing, restart markers and real markers."""
+    rng = random.Random(7)
+    alphabet = [0xFF] * 6 + [0x00] * 3 + [*range(0xD0, 0xD8), 0xD9, 0xDA, 0xC4, 0x01, 0xE1]
+    for _ in range(2000):
+        size = rng.randint(2, 3000)
+        data = bytes(
+            rng.choice(alphabet) if rng.random() < 0.5 else rng.randrange(256) for _ in range(size)
+        )
+        view, start = memoryview(data), rng.randrange(size)
+        assert jpeg._MarkerFinder().next(view, start, size) == jpeg._next_marker(view, start, size)
+
+
+def test_a_scan_dense_with_ff_is_searched_the_translated_way() -> None:
+    """FF 00 pairs cost the regex 8 ns each: a crafted scan of them must not."""
+    data = b"\xff\x00" * (4 * 1024 * 1024) + b"\xff\xd9"
+    finder = jpeg._MarkerFinder()
+    assert finder.next(memoryview(data), 0, len(data)) == len(data) - 2
+    assert not finder._fast
