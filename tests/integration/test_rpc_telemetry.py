@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from accounts_service import metrics as accounts_metrics
+from devstack.net import eventually
 from grpc_guard.auth import InternalTokenInterceptor
 from grpc_telemetry import server as rpc
 from imaging_service import metrics as imaging_metrics
@@ -168,6 +169,9 @@ async def test_server_spans_continue_the_callers_trace(
         await stub.Check(health_pb2.HealthCheckRequest(), metadata=(("traceparent", traceparent),))
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Check(health_pb2.HealthCheckRequest(service="nope"))
+        # The server ends a call's span once the answer is on its way: the caller may have it
+        # first.
+        await eventually(lambda: len(spans.get_finished_spans()) == 2, 5, "both server spans")
     ok, not_found = spans.get_finished_spans()
     assert ok.name == f"{HEALTH}/Check"
     assert ok.kind == trace.SpanKind.SERVER
