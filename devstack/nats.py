@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -192,9 +191,6 @@ class NatsCluster:
                     if leader:
                         return str(leader)
         return None
-
-    def running(self) -> Sequence[NatsServer]:
-        return [node for node in self.nodes if node.process.running]
 
 
 def _account_streams(node: NatsServer, account: str) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import struct
 import time
+from collections.abc import Iterator
 
 from image_policy.exif import walk_tiff
 from image_policy.walk import Damaged, TooComplex, Walk
@@ -163,15 +164,21 @@ def _next_marker(view: memoryview, pos: int, end: int) -> int:
     at C speed, with one window of memory."""
     if pos + 1 < end and view[pos] == 0xFF and _CLASSES[view[pos + 1]] == 1:
         return pos
+    for start, stop in _windows(pos, end):
+        found = _MARKER.search(view[start:stop].tobytes().translate(_CLASSES))
+        if found:
+            return start + found.start()
+    return -1
+
+
+def _windows(pos: int, end: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of windows over ``pos:end`` doubling from _FIRST_WINDOW to
+    _LARGEST_WINDOW, each one byte into the next, so that a marker across two is found."""
     window = _FIRST_WINDOW
     while pos + 1 < end:
-        chunk = view[pos : min(pos + window + 1, end)].tobytes().translate(_CLASSES)
-        found = _MARKER.search(chunk)
-        if found:
-            return pos + found.start()
+        yield pos, min(pos + window + 1, end)
         pos += window
         window = min(window * 2, _LARGEST_WINDOW)
-    return -1
 
 
 class _MarkerFinder:
@@ -183,16 +190,15 @@ class _MarkerFinder:
     def next(self, view: memoryview, pos: int, end: int) -> int:
         if not self._fast:
             return _next_marker(view, pos, end)
-        window = _FIRST_WINDOW
-        while pos + 1 < end:
-            stop = min(pos + window + 1, end)
+        for start, stop in _windows(pos, end):
             started = time.thread_time_ns()
-            found = _FAST_MARKER.search(view, pos, stop)
+            found = _FAST_MARKER.search(view, start, stop)
             if found:
                 return found.start()
-            if time.thread_time_ns() - started > _FAST_NS_PER_BYTE * (stop - pos) + _FAST_SLACK_NS:
+            if (
+                time.thread_time_ns() - started
+                > _FAST_NS_PER_BYTE * (stop - start) + _FAST_SLACK_NS
+            ):
                 self._fast = False
                 return _next_marker(view, stop - 1, end)
-            pos += window
-            window = min(window * 2, _LARGEST_WINDOW)
         return -1

@@ -133,8 +133,7 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
 
 def _host_port(env: Mapping[str, str], key: str, default: str) -> str:
     value = env.get(key, "").strip() or default
-    host, _, port = value.rpartition(":")
-    if "://" in value or not host or not port.isdigit():
+    if "://" in value or not _is_host_port(value):
         raise SettingsError(f"{key} must be host:port without a scheme, got {value!r}")
     return value
 
