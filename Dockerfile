@@ -47,7 +47,8 @@ COPY --from=build /opt/venv /opt/venv
 # `make bench-arena` (bench/arena.py, 300 avatars through a private stack, twice per setting):
 # the imaging main process ended at 104.0 / 104.2 MiB with glibc's default and 73.3 / 80.8 MiB
 # with 2 (x0.71 / x0.78); accounts 85.0 / 91.4 -> 77.9 / 78.3 MiB. The single-threaded render
-# processes are kept flat by malloc_trim and recycling instead (`make bench-soak`).
+# processes are kept flat by malloc_trim (after a render that leaves one above 128 MiB) and
+# recycling instead (`make bench-soak`).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -57,8 +57,8 @@ def pool_rss(pool: RenderPool) -> float:
 
 
 async def settled_rss(pool: RenderPool) -> float:
-    """The pool's RSS once the processes, done with their last render, stop shrinking (they
-    hand freed memory back after answering)."""
+    """The pool's RSS once the processes, done with their last render, stop shrinking (a
+    process past render_process.TRIM_ABOVE_BYTES hands freed memory back after answering)."""
     last = pool_rss(pool)
     for _ in range(100):
         await asyncio.sleep(0.01)

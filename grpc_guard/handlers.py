@@ -88,11 +88,12 @@ class Call:
                 problem = wire.find_problem(raw, descriptor, max_elements=elements)
             return _undecodable(problem or wire.Problem("", "is not a valid request message"))
 
-    def end(self) -> None:
+    def end(self, *, failed: bool) -> None:
+        """`failed`: the call ended with an error (an abort raises one)."""
         give_back(self._slots)
         self._slots = []
         if self._reservation is not None:
-            self._guard.release(self._reservation)
+            self._guard.release(self._reservation, failed=failed)
 
 
 def _undecodable(problem: wire.Problem) -> Verdict:
@@ -131,11 +132,13 @@ def _unary(handler: Handler, new_call: Callable[[], Call]) -> Handler:
         return handler
 
     async def admitted(requests: object, context: Context) -> Any:
-        call = new_call()
+        call, failed = new_call(), True
         try:
-            return await behavior(await call.request(context), context)
+            answer = await behavior(await call.request(context), context)
+            failed = False
+            return answer
         finally:
-            call.end()
+            call.end(failed=failed)
 
     return grpc.stream_unary_rpc_method_handler(
         admitted, request_deserializer=None, response_serializer=handler.response_serializer
@@ -148,24 +151,26 @@ def _streaming(handler: Handler, new_call: Callable[[], Call]) -> Handler:
     if inspect.isasyncgenfunction(behavior):
 
         async def admitted_items(requests: object, context: Context) -> AsyncIterator[Any]:
-            call = new_call()
+            call, failed = new_call(), True
             try:
                 request = await call.request(context)
                 async with contextlib.aclosing(behavior(request, context)) as items:
                     async for item in items:
                         yield item
+                failed = False
             finally:
-                call.end()
+                call.end(failed=failed)
 
         observed = admitted_items
     elif inspect.iscoroutinefunction(behavior):  # writes its replies to the context
 
         async def admitted_writer(requests: object, context: Context) -> None:
-            call = new_call()
+            call, failed = new_call(), True
             try:
                 await behavior(await call.request(context), context)
+                failed = False
             finally:
-                call.end()
+                call.end(failed=failed)
 
         observed = admitted_writer
     else:

@@ -1,7 +1,8 @@
 """The image policy both services apply to uploads, in one place (two copies of a security check
 drift apart). Pure: Pillow and the standard library (pillow_heif when installed).
 
-formats.py       the check: ``probe`` (header), ``measure`` (pre-scan only), ``open_image``
+formats.py       the check: ``probe`` (header), ``probe_head`` (the same from a file's first
+                 bytes, where they suffice), ``measure`` (pre-scan only), ``open_image``
 errors.py        ``ImageRejected`` and ``CODES``, the one rejection both services give
 sniff.py         the format allow-list, and what rejected bytes claim to be by signature
 pillow_setup.py  Pillow's process-wide settings while any thread checks or renders

@@ -14,7 +14,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from image_policy.errors import ImageRejected
 from image_policy.pillow_setup import pillow_configured
 from image_policy.prescan import ScanLimits, Structure, prescan
-from image_policy.sniff import accepted_formats, unidentified
+from image_policy.sniff import accepted_formats, sniff, unidentified
 
 __all__ = [
     "DECODE_ERRORS",
@@ -26,10 +26,16 @@ __all__ = [
     "open_image",
     "pillow_configured",
     "probe",
+    "probe_head",
     "probe_off_loop",
 ]
 
 _SUBTYPES = {"MPO": "jpeg"}  # MIME subtype where it is not the lower-cased format name
+# Formats whose opener reads the file from its start to the first frame's data and no further:
+# Pillow's JPEG (SOF before the first SOS), PNG (IHDR before the first IDAT) and GIF (screen
+# descriptor, then blocks up to the first image descriptor). Not WebP, AVIF, HEIF: their openers
+# parse the whole container, and AVIF and HEIF may put their size after the pixel data.
+_READ_FROM_THE_HEAD = frozenset({"JPEG", "PNG", "GIF"})
 # What Pillow's parsers and decoders raise on cut or corrupt input (found by reading and fuzzing;
 # Pillow documents no narrower set).
 DECODE_ERRORS = (
@@ -81,6 +87,34 @@ def probe(data: bytes, limits: Limits = _DEFAULT_LIMITS) -> ImageInfo:
     return ImageInfo(fmt, f"image/{_SUBTYPES.get(fmt, fmt.lower())}", *img.size)
 
 
+def probe_head(head: bytes, size: int, limits: Limits = _DEFAULT_LIMITS) -> ImageInfo | None:
+    """``probe`` of a file of ``size`` bytes from its first bytes ``head`` alone, where they are
+    enough: what ``probe`` of the whole file would return, or None when only the whole file can
+    tell. ``head`` is the whole file when ``len(head) >= size``: then this is ``probe``.
+
+    None for WebP, AVIF and HEIF (their openers need the whole file), for a header longer than
+    ``head``, and for any refusal of ``head``: the caller then probes the whole file, so that a
+    refusal is always the whole file's (a cut EXIF block, say, can look worse than the whole).
+    Raises ImageRejected only for the whole file: TOO_LARGE from ``size`` alone, or ``probe``'s.
+
+    What the head of a larger JPEG, PNG or GIF cannot show, and so is not refused here: the
+    pre-scan's counts past it (JPEG scans and the segments between them, PNG chunks, text and
+    APNG frames after the first IDAT, GIF frames and their blocks, the structures walked in the
+    whole file) and damage to the pixel data. The renderer pre-scans the whole file before it
+    decodes anything and refuses those (TOO_COMPLEX, TRUNCATED), as it refuses pixel data cut
+    short today. Bounded work on any bytes, as ``probe``; blocking.
+    """
+    if len(head) >= size:
+        return probe(head, limits)
+    _check_bytes(size, limits)
+    if sniff(head) not in _READ_FROM_THE_HEAD:
+        return None
+    try:
+        return probe(head, limits)
+    except ImageRejected:
+        return None
+
+
 async def probe_off_loop(data: bytes, limits: Limits) -> ImageInfo:
     """``probe`` in a worker thread, so that the event loop never runs the check."""
     return await asyncio.to_thread(probe, data, limits)
@@ -127,12 +161,15 @@ def _prescan(data: bytes, limits: Limits) -> Structure:
     """EMPTY and TOO_LARGE before anything is parsed, then the pre-scan (TOO_COMPLEX)."""
     if not data:
         raise ImageRejected("EMPTY", "the upload is empty")
-    if len(data) > limits.max_bytes:
-        raise ImageRejected(
-            "TOO_LARGE",
-            f"the upload is {len(data):,} bytes, over the limit of {limits.max_bytes:,}",
-        )
+    _check_bytes(len(data), limits)
     return prescan(data, limits)
+
+
+def _check_bytes(size: int, limits: Limits) -> None:
+    if size > limits.max_bytes:
+        raise ImageRejected(
+            "TOO_LARGE", f"the upload is {size:,} bytes, over the limit of {limits.max_bytes:,}"
+        )
 
 
 def _check_pixels(size: tuple[int, int], limits: Limits) -> None:

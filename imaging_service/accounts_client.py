@@ -4,6 +4,7 @@ thumbnails or a failure for one avatar generation (UpdateThumbnails). gRPC error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class AccountsClient:
         tracer: trace.Tracer | None = None,  # None: no spans, no trace context sent
     ) -> None:
         self._addr = addr
-        self._tracer = tracer or trace.NoOpTracer()
+        self._tracer = tracer
         self._credentials = credentials
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
@@ -102,7 +103,7 @@ class AccountsClient:
         stub, method = self._stub, "/accounts.v1.AccountsService/GetUser"
 
         async def get(seconds: float) -> accounts_pb2.User:
-            with client_call(self._tracer, method, self._metadata) as metadata:
+            with self._traced(method) as metadata:
                 return await stub.GetUser(
                     accounts_pb2.GetUserRequest(id=user_id), metadata=metadata, timeout=seconds
                 )
@@ -142,10 +143,18 @@ class AccountsClient:
         stub, method = self._stub, "/accounts.v1.AccountsService/UpdateThumbnails"
 
         async def update(seconds: float) -> None:
-            with client_call(self._tracer, method, self._metadata) as metadata:
+            with self._traced(method) as metadata:
                 await stub.UpdateThumbnails(request, metadata=metadata, timeout=seconds)
 
         await self._call(update, request.user_id, "UpdateThumbnails")
+
+    def _traced(
+        self, method: str
+    ) -> contextlib.AbstractContextManager[tuple[tuple[str, str], ...]]:
+        """The metadata of a call, in a CLIENT span that it carries when tracing is on."""
+        if self._tracer is None:
+            return contextlib.nullcontext(self._metadata)
+        return client_call(self._tracer, method, self._metadata)
 
     async def _call(self, attempt: Callable[[float], Awaitable[T]], user_id: str, name: str) -> T:
         """``attempt(seconds left)`` until it answers, again after each RetryInfo delay that

@@ -80,7 +80,7 @@ class Consumer:
     ) -> None:
         self._handle = handle
         self._metrics = metrics or Metrics()
-        self._tracer = tracer or trace.NoOpTracer()
+        self._tracer = tracer  # None: tracing is off, and no span is made
         self._give_up = give_up
         self._policy = policy
         self._slots = slots
@@ -147,9 +147,13 @@ class Consumer:
         await asyncio.gather(*late, return_exceptions=True)
 
     async def _process(self, delivery: Delivery) -> None:
-        """Handles one delivery in a CONSUMER span that continues the publisher's trace."""
+        """Handles one delivery, in a CONSUMER span that continues the publisher's trace when
+        tracing is on."""
         queued = seconds_since(delivery.stored_at)
         self._metrics.stage_seconds.labels("queue_wait").observe(queued)
+        if self._tracer is None:
+            await self._run_job(delivery)
+            return
         message_id = delivery.headers.get("Nats-Msg-Id", "")
         with consumer_span(
             self._tracer, delivery.headers, delivery.subject, message_id, delivery.attempt

@@ -72,8 +72,9 @@ class Metrics:
         self.stage_seconds = Histogram(
             "imaging_job_stage_seconds",
             "Time-to-thumbnail stages in the worker: queue_wait (stored in JetStream to "
-            "fetched), fetch (original from S3), render, upload (PNGs written and read back), "
-            "callback (UpdateThumbnails). Only stages that completed.",
+            "fetched), fetch (original from S3), render, upload (PNGs written, and read back "
+            "where the store's answer does not prove them), callback (UpdateThumbnails). Only "
+            "stages that completed.",
             ("stage",),
             buckets=STAGE_BUCKETS,
             registry=r,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 from collections.abc import Callable
 from typing import TypeVar
@@ -80,10 +81,16 @@ class Storage:
         without being read whole. Raises SourceMissing or StorageUnavailable."""
         return await _call(lambda: self._read(key, max_bytes + 1))
 
-    async def put_thumbnail(self, key: str, png: bytes) -> None:
-        """Overwrites: the same key always gets the same bytes, so a retry is harmless."""
-        await _call(
-            lambda: self._client.put_object(
+    async def put_thumbnail(self, key: str, png: bytes) -> bool:
+        """Overwrites: the same key always gets the same bytes, so a retry is harmless.
+
+        True when the store's answer shows that it holds exactly ``png``: the ETag of a
+        single-part PUT is the MD5 of the bytes stored in AWS S3 (unless encrypted with SSE-KMS
+        or SSE-C), SeaweedFS and MinIO. False when the ETag is something else: then only
+        reading the object back can tell."""
+
+        def put() -> bool:
+            written = self._client.put_object(
                 self._bucket,
                 key,
                 io.BytesIO(png),
@@ -91,7 +98,10 @@ class Storage:
                 content_type=PNG_CONTENT_TYPE,
                 metadata={"Cache-Control": IMMUTABLE},
             )
-        )
+            md5 = hashlib.md5(png, usedforsecurity=False).hexdigest()
+            return (written.etag or "").strip('"').lower() == md5
+
+        return await _call(put)
 
     async def stat(self, key: str) -> tuple[int, str]:
         """(size in bytes, content type). Raises SourceMissing or StorageUnavailable."""

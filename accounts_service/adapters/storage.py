@@ -18,7 +18,7 @@ from urllib.parse import quote
 import certifi
 import urllib3
 from minio import Minio
-from minio.commonconfig import CopySource
+from minio.commonconfig import REPLACE, CopySource
 from minio.error import MinioException, S3Error
 
 from accounts_service.adapters.presign import presigned_url
@@ -32,9 +32,9 @@ _MISSING = {"NoSuchKey", "NoSuchObject", "NoSuchBucket"}
 
 
 @dataclass(frozen=True)
-class ObjectInfo:
-    size: int
-    content_type: str
+class ObjectHead:
+    data: bytes  # the first bytes asked for; all of them when the object is smaller
+    size: int  # of the whole object
 
 
 def _http_client(secure: bool, ca_file: str) -> urllib3.PoolManager:
@@ -47,6 +47,17 @@ def _http_client(secure: bool, ca_file: str) -> urllib3.PoolManager:
         cert_reqs="CERT_REQUIRED" if secure else None,
         ca_certs=(ca_file or certifi.where()) if secure else None,
     )
+
+
+def _object_size(headers: urllib3.HTTPHeaderDict) -> int:
+    """The whole object's size: after the slash of `Content-Range: bytes 0-65535/4194304` in a
+    partial answer, else (the whole object sent) its Content-Length."""
+    total = (headers.get("Content-Range") or "").rpartition("/")[2]
+    if not total.isdigit():
+        total = headers.get("Content-Length") or ""
+    if not total.isdigit():
+        raise Unavailable("object storage answered a ranged read without the object's size")
+    return int(total)
 
 
 class Storage:
@@ -100,29 +111,34 @@ class Storage:
             metadata={"Cache-Control": IMMUTABLE},
         )
 
-    async def stat(self, key: str) -> ObjectInfo | None:
-        try:
-            st = await self._call(self._client.stat_object, self._bucket, key)
-        except ObjectMissing:
-            return None
-        return ObjectInfo(size=int(st.size or 0), content_type=st.content_type or "")
+    async def read_head(self, key: str, length: int) -> ObjectHead:
+        """The first `length` bytes of an object and its whole size, in one ranged GET."""
 
-    async def read_head(self, key: str, length: int) -> bytes:
-        """The first `length` bytes of an object (enough for an image header)."""
-
-        def read() -> bytes:
-            resp = self._client.get_object(self._bucket, key, offset=0, length=length)
+        def read() -> ObjectHead:
             try:
-                return bytes(resp.read())
+                resp = self._client.get_object(self._bucket, key, offset=0, length=length)
+            except S3Error as exc:
+                if exc.code == "InvalidRange":  # a range from byte 0 of an empty object
+                    return ObjectHead(b"", 0)
+                raise
+            try:
+                return ObjectHead(bytes(resp.read()), _object_size(resp.headers))
             finally:
                 resp.close()
                 resp.release_conn()
 
-        return bytes(await self._call(read))
+        return await self._call(read)
 
-    async def copy(self, source: str, target: str) -> None:
+    async def copy(self, source: str, target: str, content_type: str) -> None:
+        """Copies within the bucket, storage-side; the copy gets `content_type` (what its
+        bytes are, not what the uploader declared) and the originals' caching."""
         await self._call(
-            self._client.copy_object, self._bucket, target, CopySource(self._bucket, source)
+            self._client.copy_object,
+            self._bucket,
+            target,
+            CopySource(self._bucket, source),
+            metadata={"Content-Type": content_type, "Cache-Control": IMMUTABLE},
+            metadata_directive=REPLACE,
         )
 
     async def delete(self, key: str) -> None:

@@ -15,7 +15,8 @@ from grpc_status import rpc_status
 
 from devstack.net import free_port
 from tests.e2e.conftest import Service
-from tests.e2e.support import READY, image_bytes, unique_email, wait_settled
+from tests.e2e.support import FAILED, PENDING, READY, image_bytes, unique_email, wait_settled
+from tests.hostile import HOSTILE, MIB
 
 
 def upload(stub, data: bytes, content_type: str = "image/jpeg") -> str:
@@ -56,6 +57,18 @@ def test_presigned_upload_then_create_user_reaches_ready(
     user = create_from(accounts_stub, obj)
     assert user.avatar.object == f"avatars/{user.id}/1/original"
     assert wait_settled(accounts_stub, user.id).thumbnail_status == READY
+
+
+def test_a_crafted_upload_past_what_its_head_shows_ends_failed(
+    pipeline: tuple[Service, Service], accounts_stub
+) -> None:
+    """CreateUser checks an upload from its first 64 KiB: a GIF whose header passes takes
+    3,001 frames to be refused, which the renderer's pre-scan of the whole file finds."""
+    frames = next(h for h in HOSTILE if h.name == "gif_many_frames").build(MIB)
+    user = create_from(accounts_stub, upload(accounts_stub, frames, "image/gif"))
+    assert user.thumbnail_status == PENDING
+    settled = wait_settled(accounts_stub, user.id)
+    assert (settled.thumbnail_status, settled.failure_code) == (FAILED, "TOO_COMPLEX"), settled
 
 
 def test_an_upload_can_be_used_once(pipeline: tuple[Service, Service], accounts_stub) -> None:

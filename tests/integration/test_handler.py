@@ -165,3 +165,72 @@ async def test_storage_down_is_a_retry_and_nothing_is_reported(
 
     assert (result.outcome, result.reason) == (Outcome.RETRY, "StorageUnavailable")
     assert setting.accounts.reports == []
+
+
+class ReadBackCounted(Storage):
+    """The real S3; ``etags_prove`` False plays a store whose ETags are not MD5s (AWS with
+    SSE-KMS), and ``size_read_back`` one that stored something else. Counts the reads back."""
+
+    etags_prove = True
+    size_read_back: int | None = None
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        super().__init__(client, bucket)
+        self.read_back: list[str] = []
+
+    async def put_thumbnail(self, key: str, png: bytes) -> bool:
+        return await super().put_thumbnail(key, png) and self.etags_prove
+
+    async def stat(self, key: str) -> tuple[int, str]:
+        self.read_back.append(key)
+        size, content_type = await super().stat(key)
+        return (size if self.size_read_back is None else self.size_read_back), content_type
+
+
+def counted(setting: Setting) -> ReadBackCounted:
+    s3 = setting.s3
+    return ReadBackCounted.connect(
+        s3.endpoint, s3.access_key, s3.secret_key, setting.bucket, False, "us-east-1"
+    )
+
+
+async def test_the_put_answers_prove_the_thumbnails_so_none_is_read_back(
+    setting: Setting, pool: RenderPool
+) -> None:
+    storage = counted(setting)
+    event = request(setting.s3, setting.bucket, read(PHOTO))
+
+    result = await Handler(storage, pool, setting.client, Limits()).handle(event)
+
+    assert result == Result(Outcome.DONE, reason="rendered")
+    assert storage.read_back == []
+    assert len(setting.accounts.reports) == 1
+
+
+async def test_thumbnails_are_read_back_where_the_etags_prove_nothing(
+    setting: Setting, pool: RenderPool
+) -> None:
+    storage = counted(setting)
+    storage.etags_prove = False
+    event = request(setting.s3, setting.bucket, read(PHOTO))
+
+    result = await Handler(storage, pool, setting.client, Limits()).handle(event)
+
+    assert result == Result(Outcome.DONE, reason="rendered")
+    assert sorted(storage.read_back) == [
+        f"thumbnails/{event.user_id}/1/{name}.png" for name in ("large", "medium", "small")
+    ]
+    assert len(setting.accounts.reports) == 1
+
+
+async def test_a_thumbnail_read_back_wrong_is_a_retry_and_nothing_is_reported(
+    setting: Setting, pool: RenderPool
+) -> None:
+    storage = counted(setting)
+    storage.etags_prove, storage.size_read_back = False, 1
+    event = request(setting.s3, setting.bucket, read(PHOTO))
+
+    result = await Handler(storage, pool, setting.client, Limits()).handle(event)
+
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "StorageUnavailable")
+    assert setting.accounts.reports == []

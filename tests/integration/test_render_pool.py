@@ -18,7 +18,7 @@ from PIL import Image
 
 from imaging_service.budgets import RenderBudget
 from imaging_service.errors import RenderUnavailable
-from imaging_service.pool import RenderPool
+from imaging_service.pool import MEASURED_HEAD_BYTES, RenderPool
 from imaging_service.render import ImageRejected, Limits, render
 from tests.corpus import read
 
@@ -219,6 +219,25 @@ def scan_bomb(side: int, extra_scans: int) -> bytes:
     last_scan = data.rindex(b"\xff\xda")
     end = data.rindex(b"\xff\xd9")
     return data[:end] + data[last_scan:end] * extra_scans + data[end:]
+
+
+async def test_a_count_past_the_head_is_refused_by_the_render_process() -> None:
+    # Grain makes the file larger than the head the service scans; the extra scans come after.
+    out = io.BytesIO()
+    Image.effect_noise((512, 512), 64).convert("RGB").save(out, "JPEG", progressive=True)
+    data = out.getvalue()
+    last_scan, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    bomb = data[:end] + data[last_scan:end] * 200 + data[end:]
+    assert len(data) > MEASURED_HEAD_BYTES
+    pool = RenderPool(1, Limits())
+    try:
+        assert (await pool.measure(bomb)).megapixels == pytest.approx(512 * 512 / 1e6)
+        with pytest.raises(ImageRejected) as rejected:
+            await pool.render(bomb)
+        assert rejected.value.code == "TOO_COMPLEX"
+        assert len(pool.pids()) == 1
+    finally:
+        await pool.close()
 
 
 async def test_a_render_over_its_budget_is_killed_and_the_next_one_gets_a_new_process() -> None:

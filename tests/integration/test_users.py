@@ -13,8 +13,9 @@ from minio import Minio
 from PIL import Image
 
 from accounts_service.adapters import db
-from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound
-from accounts_service.intake import AvatarIntake
+from accounts_service.adapters.storage import IMMUTABLE, ObjectHead, Storage
+from accounts_service.errors import AlreadyExists, InvalidArgument, NotFound, ObjectMissing
+from accounts_service.intake import HEAD_BYTES, AvatarIntake
 from accounts_service.metrics import Metrics
 from accounts_service.ratelimit import TokenBucket
 from accounts_service.results import RenderedThumbnail
@@ -28,7 +29,8 @@ from object_keys import (
     thumbnail_key,
     user_prefixes,
 )
-from tests.integration.test_cleanup import keys, storage_at
+from tests.hostile import HOSTILE, MIB
+from tests.integration.test_cleanup import keys, s3_settings
 
 GRACE = 300.0  # old generations' objects stay this long after an update
 
@@ -39,6 +41,16 @@ def png(side: int = 32, color: str = "red") -> bytes:
     return out.getvalue()
 
 
+class ReadsNoted(Storage):
+    """The real storage, noting how many bytes each read of an object asked for."""
+
+    reads: list[int]
+
+    async def read_head(self, key: str, length: int) -> ObjectHead:
+        self.reads.append(length)
+        return await super().read_head(key, length)
+
+
 @dataclass
 class World:
     users: Users
@@ -47,16 +59,18 @@ class World:
     bucket: str
     metrics: Metrics
     wakes: list[None]
+    storage: ReadsNoted
 
 
 @pytest.fixture
 def world(pool: db.Pool, s3_server: S3Server, s3_bucket: str) -> World:
-    storage = storage_at(s3_server, s3_bucket)
+    storage = ReadsNoted(s3_settings(s3_server, s3_bucket))
+    storage.reads = []
     intake = AvatarIntake(pool, storage, ScanLimits(), TokenBucket(rate=100.0, burst=100))
     metrics = Metrics()
     wakes: list[None] = []
     users = Users(pool, intake, b"k" * 32, lambda: wakes.append(None), GRACE, metrics)
-    return World(users, pool, s3_server.client(), s3_bucket, metrics, wakes)
+    return World(users, pool, s3_server.client(), s3_bucket, metrics, wakes, storage)
 
 
 def email() -> str:
@@ -99,7 +113,7 @@ async def test_create_stores_the_original_and_queues_one_event_in_the_same_commi
     assert (user.thumbnail_status, user.avatar_generation) == ("PENDING", 1)
     assert user.avatar_object == original_key(user.id, 1)
     stat = world.s3.stat_object(world.bucket, user.avatar_object)
-    assert stat.content_type == "image/png"
+    assert (stat.content_type, stat.metadata["Cache-Control"]) == ("image/png", IMMUTABLE)
     [event] = await events(world.pool, user.id)
     assert (event.user_id, event.avatar_object, event.avatar_generation) == (
         str(user.id), user.avatar_object, 1,
@@ -165,6 +179,73 @@ async def test_create_from_an_upload_copies_it_and_uses_it_up(world: World) -> N
     with pytest.raises(InvalidArgument) as refused:
         await world.users.create(email(), "Bob", upload.object, "")
     assert refused.value.violations[0][0] == "avatar_object"
+
+
+def noise(fmt: str, size: tuple[int, int] = (1200, 900)) -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise(size, 64).convert("RGB").save(out, fmt, quality=90)
+    return out.getvalue()
+
+
+async def uploaded(world: World, data: bytes, content_type: str) -> str:
+    upload = await world.users.create_upload(content_type, len(data))
+    world.s3.put_object(world.bucket, upload.object, io.BytesIO(data), len(data))
+    return upload.object
+
+
+async def test_read_head_gives_the_first_bytes_and_the_size_of_all(world: World) -> None:
+    for size in (0, 10, 3 * HEAD_BYTES):
+        key = f"uploads/{uuid.uuid4()}"
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        world.s3.put_object(world.bucket, key, io.BytesIO(data), size)
+        assert await world.storage.read_head(key, HEAD_BYTES) == ObjectHead(data[:HEAD_BYTES], size)
+    with pytest.raises(ObjectMissing):
+        await world.storage.read_head(f"uploads/{uuid.uuid4()}", HEAD_BYTES)
+
+
+async def test_a_large_jpeg_upload_is_checked_from_its_head_alone(world: World) -> None:
+    image = noise("JPEG")
+    assert len(image) > 4 * HEAD_BYTES
+    # Declared as a PNG: the original gets the type its bytes have, and the originals' caching.
+    user = await world.users.create(email(), "Ada", await uploaded(world, image, "image/png"), "")
+    assert (user.avatar_content_type, user.thumbnail_status) == ("image/jpeg", "PENDING")
+    assert world.storage.reads == [HEAD_BYTES]
+    stat = world.s3.stat_object(world.bucket, user.avatar_object)
+    assert (stat.size, stat.content_type) == (len(image), "image/jpeg")
+    assert stat.metadata["Cache-Control"] == IMMUTABLE
+
+
+async def test_a_large_webp_upload_is_read_whole(world: World) -> None:
+    """Pillow's WebP opener parses the whole container: the head cannot tell."""
+    image = noise("WEBP")
+    assert len(image) > HEAD_BYTES
+    user = await world.users.create(email(), "Ada", await uploaded(world, image, "image/webp"), "")
+    assert user.avatar_content_type == "image/webp"
+    assert world.storage.reads == [HEAD_BYTES, len(image)]
+
+
+async def test_an_upload_whose_head_is_refused_gets_the_whole_files_verdict(
+    world: World,
+) -> None:
+    bomb = next(h for h in HOSTILE if h.name == "jpeg_progressive_bomb").build(MIB)
+    with pytest.raises(InvalidArgument) as refused:
+        await world.users.create(email(), "Ada", await uploaded(world, bomb, "image/jpeg"), "")
+    assert (refused.value.code, refused.value.violations[0][0]) == ("TOO_COMPLEX", "avatar_object")
+    assert world.storage.reads == [HEAD_BYTES, len(bomb)]
+    assert await rows(world.pool, "SELECT count(*) FROM users") == [(0,)]
+
+
+async def test_caps_past_the_head_of_an_upload_are_left_to_the_renderer(world: World) -> None:
+    """Frames after the first are no header: CreateUser, which reads the head only, takes the
+    upload; the renderer's whole-file pre-scan refuses it (FAILED, TOO_COMPLEX). Sent inline,
+    the same bytes are refused at once."""
+    frames = next(h for h in HOSTILE if h.name == "gif_many_frames").build(MIB)
+    user = await world.users.create(email(), "Ada", await uploaded(world, frames, "image/gif"), "")
+    assert user.thumbnail_status == "PENDING"
+    assert world.storage.reads == [HEAD_BYTES]
+    with pytest.raises(InvalidArgument) as refused:
+        await world.users.create(email(), "Bob", frames, "")
+    assert refused.value.code == "TOO_COMPLEX"
 
 
 async def test_an_upload_that_never_arrived_is_source_missing(world: World) -> None:
