@@ -37,6 +37,7 @@ from grpc_guard.allocator import bound_the_heap
 from grpc_telemetry.endpoint import add_process_collectors
 from grpc_telemetry.endpoint import serve as serve_endpoint
 from grpc_telemetry.server import RpcTelemetry
+from grpc_telemetry.tracing import enabled as tracing_enabled
 from grpc_telemetry.tracing import setup as setup_tracing
 from image_policy.prescan import ScanLimits
 from service_logs import json_lines
@@ -161,7 +162,9 @@ async def serve(
     add_process_collectors(observed.registry)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(log.info, "stopped")
-        traces = setup_tracing(settings.otlp_endpoint, "accounts_service")
+        traces = setup_tracing(
+            settings.otlp_endpoint, "accounts_service", os.environ, SettingsError
+        )
         stack.push_async_callback(traces.shutdown)
         endpoint = serve_endpoint(
             settings.metrics_port, observed.registry, "ACCOUNTS_METRICS_PORT", SettingsError
@@ -205,10 +208,11 @@ def main() -> None:
     except SettingsError as exc:
         print(f"accounts_service: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
-    json_lines.configure(settings.log_level, settings.secrets())
+    traced = tracing_enabled(settings.otlp_endpoint, os.environ)
+    json_lines.configure(settings.log_level, settings.secrets(), trace_ids=traced)
     bound_the_heap()  # before any thread starts: see grpc_guard.allocator
     try:
         asyncio.run(run(settings))
-    except SettingsError as exc:  # an unreadable TLS file, found when the server is built
+    except SettingsError as exc:  # a TLS file unreadable or a propagator missing, found at start
         print(f"accounts_service: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)

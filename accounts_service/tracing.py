@@ -1,8 +1,9 @@
 """OpenTelemetry tracing, off unless an OTLP endpoint is configured.
 
 Off, no SDK is set up and every tracer is a no-op. On, spans go to the OTLP/gRPC endpoint in
-batches. The trace context travels as a W3C `traceparent`: stored with each outbox row by the
-request that wrote it, and put in the NATS headers of the event by the relay.
+batches. The trace context is stored with each outbox row as a W3C `traceparent` by the request
+that wrote it, and put in the NATS headers of the event by the relay (in the form of the
+propagators OTEL_PROPAGATORS names, see grpc_telemetry.propagation).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from grpc_telemetry.server import remote_context
+from grpc_telemetry import propagation
 
 TRACEPARENT = "traceparent"
-PROPAGATOR = TraceContextTextMapPropagator()
+PROPAGATOR = TraceContextTextMapPropagator()  # the stored form; the wire's: OTEL_PROPAGATORS
 
 
 def current_traceparent() -> str | None:
@@ -32,7 +34,7 @@ def producer_span(
 ) -> Iterator[dict[str, str]]:
     """A PRODUCER span for publishing one outbox event, child of the request that wrote it;
     yields the headers that carry it on (the stored traceparent when tracing is off here)."""
-    parent = remote_context({TRACEPARENT: traceparent} if traceparent else {})
+    parent = PROPAGATOR.extract({TRACEPARENT: traceparent} if traceparent else {}, Context())
     with tracer.start_as_current_span(
         f"{subject} publish",
         context=parent,
@@ -45,7 +47,7 @@ def producer_span(
         },
     ):
         headers: dict[str, str] = {}
-        PROPAGATOR.inject(headers)
-        if traceparent and TRACEPARENT not in headers:
+        propagation.inject(headers)
+        if traceparent and not headers:  # no span here: tracing is off
             headers[TRACEPARENT] = traceparent
         yield headers

@@ -18,8 +18,9 @@ from typing import Any, TypeAlias
 import grpc
 from opentelemetry import trace
 from opentelemetry.context import Context as TraceContext
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from grpc_telemetry import propagation
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -37,7 +38,6 @@ _SERVER_ERRORS = frozenset(
 
 
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class RpcMetrics:
@@ -64,8 +64,9 @@ class RpcMetrics:
 
 
 def remote_context(carrier: Mapping[str, str]) -> TraceContext:
-    """The context a `traceparent` in `carrier` names (an empty one without it)."""
-    return _PROPAGATOR.extract(dict(carrier), context=TraceContext())
+    """The context the caller's trace headers in `carrier` name (`traceparent`, or those of the
+    propagators OTEL_PROPAGATORS names); an empty one without them."""
+    return propagation.extract(carrier)
 
 
 class RpcTelemetry(grpc.aio.ServerInterceptor):

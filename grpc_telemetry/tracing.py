@@ -1,16 +1,30 @@
-"""OpenTelemetry set-up shared by both services: OFF unless an OTLP endpoint is configured."""
+"""OpenTelemetry set-up shared by both services: OFF unless an OTLP endpoint is configured.
+
+The standard `OTEL_*` variables apply as the OpenTelemetry spec says. Read here, from the mapping
+the service passes: the endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`, validated by the service's
+settings, or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) turns tracing on, `OTEL_SDK_DISABLED=true` off,
+`OTEL_PROPAGATORS` picks the propagators (see propagation.py). Read by the SDK itself, from the
+process environment: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (both win over the
+service's own name), `OTEL_TRACES_SAMPLER`/`_ARG`, `OTEL_BSP_*`, the other `OTEL_EXPORTER_OTLP_*`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from grpc_telemetry import propagation
+
+TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+SDK_DISABLED = "OTEL_SDK_DISABLED"
 
 
 @dataclass(frozen=True)
@@ -28,12 +42,38 @@ class Tracing:
 OFF = Tracing()
 
 
-def setup(endpoint: str, service_name: str) -> Tracing:
-    """OTLP/gRPC export to `endpoint` (http:// means plaintext); OFF when it is empty."""
-    if not endpoint:
+def enabled(endpoint: str, env: Mapping[str, str]) -> bool:
+    """Whether `setup` turns tracing on: an endpoint, and the SDK not disabled."""
+    if env.get(SDK_DISABLED, "").strip().lower() == "true":  # the spec: only "true" disables
+        return False
+    return bool(endpoint or env.get(TRACES_ENDPOINT, "").strip())
+
+
+def setup(
+    endpoint: str,
+    service_name: str,
+    env: Mapping[str, str],
+    error: type[Exception] = ValueError,
+) -> Tracing:
+    """OTLP/gRPC export to `endpoint` (http:// means plaintext) or to the traces endpoint `env`
+    names; OFF when neither is set or the SDK is disabled. A propagator `OTEL_PROPAGATORS` names
+    that is not installed raises `error`, so the service stops at start with one clear line."""
+    try:
+        propagation.configure(env)
+    except propagation.PropagatorMissing as exc:
+        raise error(str(exc)) from exc
+    if not enabled(endpoint, env):
         return OFF
-    provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: service_name}), shutdown_on_exit=False
-    )
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    provider = TracerProvider(resource=resource(service_name), shutdown_on_exit=False)
+    # Without an endpoint argument the exporter reads OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, which
+    # the spec puts before OTEL_EXPORTER_OTLP_ENDPOINT.
+    exporter = OTLPSpanExporter(endpoint=None if env.get(TRACES_ENDPOINT) else endpoint)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return Tracing(provider.get_tracer(service_name), provider)
+
+
+def resource(service_name: str) -> Resource:
+    """The SDK's resource (OTEL_RESOURCE_ATTRIBUTES included) named `service_name` unless
+    OTEL_SERVICE_NAME or a `service.name` in OTEL_RESOURCE_ATTRIBUTES names it."""
+    ours = Resource.create({SERVICE_NAME: service_name})
+    return ours.merge(OTELResourceDetector().detect())

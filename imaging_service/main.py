@@ -17,6 +17,7 @@ from opentelemetry import trace
 from grpc_guard.allocator import bound_the_heap
 from grpc_telemetry.endpoint import add_process_collectors
 from grpc_telemetry.endpoint import serve as serve_endpoint
+from grpc_telemetry.tracing import enabled as tracing_enabled
 from grpc_telemetry.tracing import setup as setup_tracing
 from imaging_service import bus, metrics, tls
 from imaging_service.accounts_client import AccountsClient
@@ -105,7 +106,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     add_process_collectors(observed.registry)
     async with AsyncExitStack() as stack:
         stack.callback(log.info, "stopped")
-        traces = setup_tracing(settings.otlp_endpoint, "imaging_service")
+        traces = setup_tracing(settings.otlp_endpoint, "imaging_service", os.environ, SettingsError)
         stack.push_async_callback(traces.shutdown)
         endpoint = serve_endpoint(
             settings.metrics_port, observed.registry, "IMAGING_METRICS_PORT", SettingsError
@@ -252,10 +253,11 @@ def main() -> None:
     except SettingsError as exc:
         sys.stderr.write(f"imaging_service: configuration error: {exc}\n")
         sys.exit(2)
-    json_lines.configure(settings.log_level, settings.secrets())
+    traced = tracing_enabled(settings.otlp_endpoint, os.environ)
+    json_lines.configure(settings.log_level, settings.secrets(), trace_ids=traced)
     bound_the_heap()  # before any thread starts: see grpc_guard.allocator
     try:
         asyncio.run(serve(settings))
-    except SettingsError as exc:  # a port taken or a TLS file unreadable, found at start
+    except SettingsError as exc:  # a port taken, a TLS file unreadable, a propagator missing
         sys.stderr.write(f"imaging_service: configuration error: {exc}\n")
         sys.exit(2)

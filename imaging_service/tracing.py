@@ -14,11 +14,9 @@ from contextlib import contextmanager
 
 import grpc
 from opentelemetry import trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from grpc_telemetry import propagation
 from grpc_telemetry.server import remote_context
-
-PROPAGATOR = TraceContextTextMapPropagator()
 
 
 @contextmanager
@@ -55,7 +53,7 @@ def client_call(
         record_exception=False,
     ) as span:
         carrier: dict[str, str] = {}
-        PROPAGATOR.inject(carrier)
+        propagation.inject(carrier)
         try:
             yield metadata + tuple(carrier.items())
         except grpc.aio.AioRpcError as exc:

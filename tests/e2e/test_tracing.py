@@ -1,5 +1,6 @@
 """With OTEL_EXPORTER_OTLP_ENDPOINT set, one trace spans CreateUser, the outbox relay, the worker's
-job and UpdateThumbnails, exported by both services to an OTLP collector (the test's own).
+job and UpdateThumbnails, exported by both services to an OTLP collector (the test's own); the log
+lines written inside those spans carry their ids.
 
 Both services run as real processes on a NATS and a database of this module's own, so that the
 session's services never take (or relay) these events.
@@ -7,11 +8,15 @@ session's services never take (or relay) these events.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from devstack.nats import NatsServer
 from devstack.net import free_port, wait_until
 from devstack.postgres import Postgres
-from tests.e2e.conftest import Service
+from tests.e2e.conftest import REPO, Service
 from tests.e2e.support import READY, image_bytes, unique_email, wait_settled
 
 SUBJECT = "accounts.thumbnail.requested"
@@ -94,6 +99,12 @@ def collector() -> Iterator[tuple[Collector, str]]:
     server.stop(0)
 
 
+@dataclass(frozen=True)
+class Traced:
+    addr: str  # the accounts service's
+    logs: dict[str, Path]  # by service.name
+
+
 @pytest.fixture(scope="module")
 def traced(
     collector: tuple[Collector, str],
@@ -101,8 +112,8 @@ def traced(
     own_nats: NatsServer,
     pg: Postgres,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    """Both services with tracing on; yields the accounts address."""
+) -> Iterator[Traced]:
+    """Both services with tracing on."""
     accounts_port, imaging_port = free_port(), free_port()
     database = f"traced_{uuid.uuid4().hex[:8]}"
     env = service_env | {
@@ -120,7 +131,8 @@ def traced(
     try:
         accounts.start()
         imaging.start()
-        yield accounts.addr
+        logs_by_service = {"accounts_service": logs / "a.log", "imaging_service": logs / "i.log"}
+        yield Traced(accounts.addr, logs_by_service)
     finally:
         imaging.process.terminate(30)
         accounts.process.terminate(30)
@@ -133,12 +145,19 @@ def the(spans: list[Span], service: str, name: str, kind: int) -> Span:
     return found[0]
 
 
+def logged(path: Path, msg: str) -> list[dict[str, Any]]:
+    """The JSON lines of a service's log that say `msg` (other output is not JSON)."""
+    lines = path.read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    return [entry for entry in entries if entry.get("msg") == msg]
+
+
 def test_one_trace_spans_create_user_the_render_and_update_thumbnails(
-    traced: str, collector: tuple[Collector, str]
+    traced: Traced, collector: tuple[Collector, str]
 ) -> None:
     receiver, _ = collector
     traceparent = f"00-{TRACE_ID:032x}-{CALLER_SPAN_ID:016x}-01"
-    with grpc.insecure_channel(traced) as channel:
+    with grpc.insecure_channel(traced.addr) as channel:
         stub = accounts_pb2_grpc.AccountsServiceStub(channel)
         user = stub.CreateUser(
             accounts_pb2.CreateUserRequest(
@@ -171,3 +190,36 @@ def test_one_trace_spans_create_user_the_render_and_update_thumbnails(
     assert update.attributes["rpc.grpc.status_code"].int_value == 0
     get_user = the(spans, "imaging_service", "accounts.v1.AccountsService/GetUser", CLIENT)
     assert get_user.parent_id == job.span_id
+    # The log lines written inside the request and the job name the exported spans.
+    ids = {
+        (e["trace_id"], e["span_id"])
+        for e in logged(traced.logs["accounts_service"], "user created")
+        if "trace_id" in e
+    }
+    assert (f"{TRACE_ID:032x}", f"{create.span_id:016x}") in ids, ids
+    ids = {
+        (e["trace_id"], e["span_id"])
+        for e in logged(traced.logs["imaging_service"], "job finished")
+        if "trace_id" in e
+    }
+    assert (f"{TRACE_ID:032x}", f"{job.span_id:016x}") in ids, ids
+    started = logged(traced.logs["accounts_service"], "serving")
+    assert started and "trace_id" not in started[0]  # outside any span
+
+
+@pytest.mark.parametrize("module", ["accounts_service", "imaging_service"])
+def test_a_propagator_that_is_not_installed_stops_the_service_naming_it(
+    module: str, service_env: dict[str, str]
+) -> None:
+    env = service_env | {"OTEL_PROPAGATORS": "tracecontext,b3", "ACCOUNTS_PORT": str(free_port()),
+                         "IMAGING_PORT": str(free_port()), "ACCOUNTS_METRICS_PORT": "0",
+                         "IMAGING_METRICS_PORT": "0"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", module], env=env, cwd=REPO, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"{module}: configuration error: "
+        "OTEL_PROPAGATORS: no propagator 'b3' (install opentelemetry-propagator-b3)"
+    )

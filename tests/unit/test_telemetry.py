@@ -67,8 +67,8 @@ def test_tracing_is_off_unless_an_otlp_endpoint_with_a_scheme_is_set() -> None:
         assert on.otlp_endpoint == "http://collector:4317"
         with pytest.raises(module.SettingsError, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
             module.from_env(BASE | {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"})
-    assert shared_tracing.setup("", "accounts_service") == shared_tracing.OFF
-    assert shared_tracing.setup("", "imaging_service") == shared_tracing.OFF
+    assert shared_tracing.setup("", "accounts_service", {}) == shared_tracing.OFF
+    assert shared_tracing.setup("", "imaging_service", {}) == shared_tracing.OFF
     assert shared_tracing.OFF.tracer is None and shared_tracing.OFF.provider is None
 
 
