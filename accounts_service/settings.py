@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from accounts_service.adapters.db.pool import conninfo_secrets
 from credentials.nats_auth import CredentialError, NatsAuth, nats_auth_from_env, nats_secrets
 from credentials.redact import redacted_repr
+from credentials.s3 import S3Auth, s3_auth_from_env
 from env_settings import SettingsError as SettingsError  # re-exported: callers catch it here
 from env_settings import boolean, readable_file, required
 from image_policy.prescan import ScanLimits
 
 _SCAN = ScanLimits()
+_MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the longest X-Amz-Expires S3 accepts
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class Settings:
     nats_url: str  # may carry user:password or a token
     s3_endpoint: str
     s3_public_endpoint: str
-    s3_access_key: str = field(repr=False)
+    s3_access_key: str = field(repr=False)  # S3_ACCESS_KEY; "" for AWS' chain (s3_auth)
     s3_secret_key: str = field(repr=False)
     s3_bucket: str
     s3_secure: bool
@@ -50,6 +52,9 @@ class Settings:
     max_frames: int = _SCAN.max_frames  # animation frames
     max_blocks: int = _SCAN.max_blocks  # structures walked in the whole file
     public_base_url: str = ""  # plain thumbnail URLs under it (a CDN); "" = presigned GETs
+    # Presigned GETs are signed at the start of the current window of this many seconds (and
+    # stay valid url_expiry_seconds past its end), so reads within a window get the same URL.
+    url_window_seconds: int = 3600
     old_generation_grace_seconds: float = 86400.0
     cleanup_every_seconds: float = 5.0
     db_pool_max_waiting: int = 32  # callers queued for a connection; past it RESOURCE_EXHAUSTED
@@ -68,6 +73,7 @@ class Settings:
     # keep it off the others (several replicas on one host, each on its own address).
     host: str = "::"
     nats_auth: NatsAuth = field(default_factory=NatsAuth)
+    s3_auth: S3Auth = field(default_factory=S3Auth)  # where S3 credentials come from
     s3_ca_file: str = ""  # CA bundle for HTTPS to S3; "": the system's (certifi) CAs
     # libpq reads PGPASSWORD itself; it is kept here only so that no log line shows it.
     libpq_password: str = field(default="", repr=False)
@@ -100,6 +106,7 @@ class Settings:
             *(conninfo_secrets(self.database_url) or ()),
             *nats_secrets(self.nats_url, self.nats_auth),
             self.s3_secret_key,
+            *self.s3_auth.secrets(),
             self.internal_token,
             self.libpq_password,
         ]
@@ -167,6 +174,13 @@ def _nats_auth(env: Mapping[str, str]) -> NatsAuth:
         raise SettingsError(str(exc)) from exc
 
 
+def _s3_auth(env: Mapping[str, str]) -> S3Auth:
+    try:
+        return s3_auth_from_env(env)
+    except CredentialError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def _base_url(env: Mapping[str, str]) -> str:
     value = env.get("PUBLIC_BASE_URL", "").strip()
     if value and not value.startswith(("http://", "https://")):
@@ -183,13 +197,20 @@ def from_env(env: Mapping[str, str]) -> Settings:
     if max_message_bytes <= max_avatar_bytes:
         raise SettingsError("MAX_MESSAGE_BYTES must be larger than MAX_AVATAR_BYTES")
     tls_cert, tls_key, tls_client_ca = _tls_files(env)
+    url_expiry = _int_at_least(env, "URL_EXPIRY_SECONDS", 3600, 1)
+    url_window = _int_at_least(env, "URL_WINDOW_SECONDS", 3600, 1)
+    if url_expiry + url_window > _MAX_PRESIGN_SECONDS:
+        raise SettingsError(
+            "URL_EXPIRY_SECONDS + URL_WINDOW_SECONDS must be at most 604800 (7 days)"
+        )
     return Settings(
         database_url=_database_url(env),
         nats_url=env.get("NATS_URL", "nats://127.0.0.1:4222"),
         s3_endpoint=s3_endpoint,
         s3_public_endpoint=env.get("S3_PUBLIC_ENDPOINT", "") or s3_endpoint,
-        s3_access_key=env.get("S3_ACCESS_KEY", "minioadmin"),
-        s3_secret_key=env.get("S3_SECRET_KEY", "minioadmin"),
+        s3_access_key=env.get("S3_ACCESS_KEY", "").strip(),
+        s3_secret_key=env.get("S3_SECRET_KEY", "").strip(),
+        s3_auth=_s3_auth(env),
         s3_bucket=env.get("S3_BUCKET", "avatars"),
         s3_secure=s3_secure,
         s3_public_secure=boolean(env, "S3_PUBLIC_SECURE", s3_secure),
@@ -205,7 +226,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         max_frames=_int_at_least(env, "MAX_FRAMES", _SCAN.max_frames, 1),
         max_blocks=_int_at_least(env, "MAX_BLOCKS", _SCAN.max_blocks, 1),
         max_message_bytes=max_message_bytes,
-        url_expiry_seconds=_int(env, "URL_EXPIRY_SECONDS", 3600),
+        url_expiry_seconds=url_expiry,
+        url_window_seconds=url_window,
         relay_poll_seconds=_float(env, "OUTBOX_POLL_SECONDS", 2.0),
         reconcile_after_seconds=_float(env, "RECONCILE_AFTER_SECONDS", 300.0),
         reconcile_every_seconds=_float(env, "RECONCILE_EVERY_SECONDS", 30.0),

@@ -172,6 +172,7 @@ def open_storage(settings: Settings) -> Storage:
         settings.s3_secure,
         settings.s3_region,
         ca_file=settings.s3_ca_file,
+        auth=settings.s3_auth,
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from credentials.nats_auth import CredentialError, NatsAuth, nats_auth_from_env, nats_secrets
 from credentials.redact import redacted_repr
+from credentials.s3 import S3Auth, s3_auth_from_env
 from env_settings import SettingsError as SettingsError  # re-exported: callers catch it here
 from env_settings import boolean, readable_file, required
 from image_policy.prescan import ScanLimits
@@ -25,7 +26,7 @@ class Settings:
 
     nats_url: str  # may carry user:password or a token
     s3_endpoint: str
-    s3_access_key: str = field(repr=False)
+    s3_access_key: str = field(repr=False)  # S3_ACCESS_KEY; "" for AWS' chain (s3_auth)
     s3_secret_key: str = field(repr=False)
     s3_bucket: str
     s3_secure: bool
@@ -75,6 +76,7 @@ class Settings:
     # consumer follows its stream): 3 on a 3-node cluster survives the loss of any one node.
     stream_replicas: int = 1
     nats_auth: NatsAuth = field(default_factory=NatsAuth)
+    s3_auth: S3Auth = field(default_factory=S3Auth)  # where S3 credentials come from
     s3_ca_file: str = ""  # CA bundle for HTTPS to S3; "": certifi's CAs
     # In-flight limits of the gRPC server (grpc_guard); past one a call gets RESOURCE_EXHAUSTED
     # with RetryInfo. Sized for this main process (README, "Hostile input and limits").
@@ -100,6 +102,7 @@ class Settings:
         found = [
             *nats_secrets(self.nats_url, self.nats_auth),
             self.s3_secret_key,
+            *self.s3_auth.secrets(),
             self.internal_token,
         ]
         return tuple(s for s in found if s)
@@ -196,6 +199,13 @@ def _nats_auth(env: Mapping[str, str]) -> NatsAuth:
         raise SettingsError(str(exc)) from exc
 
 
+def _s3_auth(env: Mapping[str, str]) -> S3Auth:
+    try:
+        return s3_auth_from_env(env)
+    except CredentialError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def from_env(env: Mapping[str, str]) -> Settings:
     """Builds the settings; raises SettingsError naming the first bad key."""
     retry_base = _float(env, "RETRY_BASE_SECONDS", 1.0)
@@ -209,8 +219,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
     return Settings(
         nats_url=env.get("NATS_URL", "").strip() or "nats://127.0.0.1:4222",
         s3_endpoint=_host_port(env, "S3_ENDPOINT", "127.0.0.1:9000"),
-        s3_access_key=env.get("S3_ACCESS_KEY", "minioadmin"),
-        s3_secret_key=env.get("S3_SECRET_KEY", "minioadmin"),
+        s3_access_key=env.get("S3_ACCESS_KEY", "").strip(),
+        s3_secret_key=env.get("S3_SECRET_KEY", "").strip(),
+        s3_auth=_s3_auth(env),
         s3_bucket=_bucket(env),
         s3_secure=boolean(env, "S3_SECURE", False),
         s3_region=env.get("S3_REGION", "").strip() or "us-east-1",

@@ -13,6 +13,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
+from credentials.s3 import S3Auth, s3_credentials
 from imaging_service.errors import SourceMissing, StorageUnavailable
 
 T = TypeVar("T")
@@ -59,11 +60,17 @@ class Storage:
         secure: bool,
         region: str,
         ca_file: str = "",
+        auth: S3Auth | None = None,
     ) -> Storage:
+        """`auth` (the settings' s3_auth) says where credentials come from, the AWS chain
+        included; without it, `access_key` and `secret_key` are the credentials."""
+        if auth is None:
+            if not (access_key and secret_key):
+                raise ValueError("Storage.connect needs access_key and secret_key, or auth")
+            auth = S3Auth(source="S3_ACCESS_KEY", access_key=access_key, secret_key=secret_key)
         client = Minio(
             endpoint,
-            access_key=access_key,
-            secret_key=secret_key,
+            credentials=s3_credentials(auth),
             secure=secure,
             region=region,
             http_client=http_client(secure, ca_file),

@@ -3,6 +3,10 @@
 minio's presigner signs only `host`; signing `content-type` and `content-length` as well makes
 storage itself refuse an upload of another type or size (403 SignatureDoesNotMatch), which is
 how a presigned PUT gets a length limit.
+
+Temporary credentials (STS: IRSA, Pod Identity, instance roles) add their session token as
+`X-Amz-Security-Token`, a signed query parameter, as minio's presigner does; the URL then works
+until the earlier of its expiry and the credentials' own.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ def presigned_url(
     now: datetime,
     expires: timedelta,
     headers: dict[str, str] | None = None,
+    session_token: str | None = None,
 ) -> str:
     """A path-style URL for `method` on bucket/key, valid `expires` from `now` (UTC).
 
     `endpoint` is host[:port] as clients reach it. Every header in `headers` is signed: the
     client must send exactly these values. The payload stays unsigned, as S3 presigning does.
+    `session_token` comes with temporary credentials.
     """
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     scope = f"{now:%Y%m%d}/{region}/s3/aws4_request"
@@ -51,6 +57,8 @@ def presigned_url(
         "X-Amz-Expires": str(int(expires.total_seconds())),
         "X-Amz-SignedHeaders": names,
     }
+    if session_token:
+        params["X-Amz-Security-Token"] = session_token
     query = "&".join(f"{_q(k)}={_q(v)}" for k, v in sorted(params.items()))
     canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in sorted(signed))
     canonical_request = f"{method}\n{path}\n{query}\n{canonical_headers}\n{names}\nUNSIGNED-PAYLOAD"

@@ -24,6 +24,7 @@ from minio.error import MinioException, S3Error
 from accounts_service.adapters.presign import presigned_url
 from accounts_service.errors import ObjectMissing, Unavailable
 from accounts_service.settings import Settings
+from credentials.s3 import S3CredentialError, s3_credentials
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,18 +61,31 @@ def _object_size(headers: urllib3.HTTPHeaderDict) -> int:
     return int(total)
 
 
-class Storage:
-    """Speaks in our keys (see keys.py); raises only our errors."""
+def signing_window(now: datetime, window_seconds: int) -> datetime:
+    """The start of the window of `window_seconds` that `now` is in, windows counted from the
+    Unix epoch: every replica puts the same X-Amz-Date on a URL signed within one window."""
+    seconds = int(now.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % window_seconds, UTC)
 
-    def __init__(self, settings: Settings) -> None:
+
+class Storage:
+    """Speaks in our keys (see keys.py); raises only our errors. `clock` (UTC) dates the URLs
+    handed out."""
+
+    def __init__(
+        self, settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self._settings = settings
         self._bucket = settings.s3_bucket
         self._expiry = timedelta(seconds=settings.url_expiry_seconds)
+        self._window = settings.url_window_seconds
+        self._clock = clock
         self._public_base = settings.public_base_url.rstrip("/")
+        # One provider for both clients: temporary credentials are fetched once per refresh.
+        self._credentials = s3_credentials(settings.s3_auth)
         self._client = Minio(
             settings.s3_endpoint,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
+            credentials=self._credentials,
             secure=settings.s3_secure,
             region=settings.s3_region,
             http_client=_http_client(settings.s3_secure, settings.s3_ca_file),
@@ -79,8 +93,7 @@ class Storage:
         # Presigning is offline; URLs must name the endpoint as clients reach it.
         self._public = Minio(
             settings.s3_public_endpoint,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
+            credentials=self._credentials,
             secure=settings.s3_public_secure,
             region=settings.s3_region,
         )
@@ -160,10 +173,21 @@ class Storage:
 
     def url(self, key: str) -> str:
         """Where clients fetch `key`: a plain URL under PUBLIC_BASE_URL if set, else a
-        presigned GET valid for URL_EXPIRY_SECONDS; computed locally, no request."""
+        presigned GET signed at the start of the current URL_WINDOW_SECONDS window and valid
+        URL_EXPIRY_SECONDS past its end, so that every read in one window gets the same URL
+        (browser and CDN caches hit). No request, unless temporary credentials need fetching."""
         if self._public_base:
             return f"{self._public_base}/{quote(key)}"
-        return str(self._public.presigned_get_object(self._bucket, key, expires=self._expiry))
+        signed_at = signing_window(self._clock(), self._window)
+        valid_for = timedelta(seconds=self._window) + self._expiry
+        try:
+            return str(
+                self._public.presigned_get_object(
+                    self._bucket, key, expires=valid_for, request_date=signed_at
+                )
+            )
+        except S3CredentialError as exc:
+            raise Unavailable(f"object storage credentials: {exc}") from exc
 
     def upload_url(
         self, key: str, expires: timedelta, content_type: str, content_length: int
@@ -171,6 +195,10 @@ class Storage:
         """A presigned PUT that storage accepts only with exactly this Content-Type and
         Content-Length (both are signed headers)."""
         s = self._settings
+        try:
+            creds = self._credentials.retrieve()  # refreshed by the provider before expiry
+        except S3CredentialError as exc:
+            raise Unavailable(f"object storage credentials: {exc}") from exc
         return presigned_url(
             method="PUT",
             endpoint=s.s3_public_endpoint,
@@ -178,9 +206,10 @@ class Storage:
             bucket=self._bucket,
             key=key,
             region=s.s3_region,
-            access_key=s.s3_access_key,
-            secret_key=s.s3_secret_key,
-            now=datetime.now(UTC),
+            access_key=creds.access_key,
+            secret_key=creds.secret_key,
+            session_token=creds.session_token,
+            now=self._clock(),
             expires=expires,
             headers={"Content-Type": content_type, "Content-Length": str(content_length)},
         )

@@ -43,6 +43,7 @@ DEADLINE = 15.0
 ENV = {
     "INTERNAL_TOKEN": "internal-token-value",
     "DATABASE_URL": "postgresql://avatars@db.example:5432/avatars",
+    "S3_ACCESS_KEY": "s3-access-key",
     "S3_SECRET_KEY": "s3-secret-key-value",
 }
 AUTH_ERROR = "authorization violation"

@@ -9,7 +9,7 @@ import pytest
 from accounts_service.adapters.storage import Storage
 from accounts_service.settings import SettingsError, from_env
 
-BASE = {"INTERNAL_TOKEN": "t"}
+BASE = {"INTERNAL_TOKEN": "t", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "s"}
 
 
 def test_tls_files_come_in_pairs_and_must_exist(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ ENV = {
     "DATABASE_URL": f"postgresql://avatars:{ENCODED}@db.example:5432/avatars"
     "?sslmode=verify-full&sslrootcert=/etc/pg/ca.pem",
     "NATS_URL": "nats://relay:natsurlpass@nats.example:4222",
+    "S3_ACCESS_KEY": "s3-access-key",
     "S3_SECRET_KEY": "s3-secret-key-value",
 }
 
