@@ -11,7 +11,12 @@ or HPA) stays within MAX_ACK_PENDING / RENDER_PROCESSES replicas; compose.yaml i
 (dependencies, health checks, volumes, mounted files), sets only those settings and runs the dev
 overlay's images of PostgreSQL, NATS and S3 (SeaweedFS); no overlay and no compose service runs
 the archived MinIO server or mc; requirements-runtime.lock (the image's) pins the versions
-requirements.lock tests.
+requirements.lock tests. The Namespace is rendered only by deploy/k8s/namespace, never by an
+overlay (whose `kubectl delete -k` would delete it with its volumes and Secrets), and every
+overlay's objects go into it. Custom resources are validated against the CRDs in deploy/crds
+(unknown fields fail, and so does a custom resource without its CRD there), and the PromQL of
+PrometheusRules and Grafana dashboards is parsed and checked against the metric names the
+services export (deploy/monitoring_check.py); at least one overlay must render them.
 Exit status 1 on any problem, each one named on its own line.
 """
 
@@ -30,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from monitoring_check import crd_problems, exported_metrics, load_crds, monitoring_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
+NAMESPACE_DIR = ROOT / "deploy" / "k8s" / "namespace"
 SKIPS_FILE = ROOT / "deploy" / "checkov-skips.yaml"
 DOCKERFILE = "Dockerfile"
 SETTINGS_OVERLAY = "dev"  # the overlay that carries a Secret, so every setting is rendered
@@ -44,6 +51,16 @@ class Skip:
     objects: tuple[str, ...]
     overlays: tuple[str, ...] | None  # None: every overlay
     reason: str
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every overlay is checked against."""
+
+    skips: list[Skip]
+    namespace: str | None  # the one deploy/k8s/namespace renders
+    crds: dict[tuple[str, str], dict[str, Any]]
+    metrics: tuple[set[str], set[str]]  # metric names, bucket bounds
 
 
 @dataclass
@@ -404,19 +421,78 @@ def read_checkov(scan: Scan, proc: subprocess.CompletedProcess[str]) -> list[str
     return problems
 
 
+def namespace_problems(
+    objects: list[dict[str, Any]], overlay: str, namespace: str | None
+) -> list[str]:
+    """An overlay renders no Namespace (`kubectl delete -k` would delete it and all it holds)
+    and puts every object into the namespace of deploy/k8s/namespace."""
+    problems = []
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            problems.append(
+                f"overlays/{overlay} renders {object_id(obj)}: `kubectl delete -k` would delete"
+                " it with its volumes and Secrets; it belongs in deploy/k8s/namespace only"
+            )
+        elif namespace and obj["metadata"].get("namespace") != namespace:
+            problems.append(
+                f"overlays/{overlay} {object_id(obj)} is in namespace"
+                f" {obj['metadata'].get('namespace')!r}, not {namespace!r} of deploy/k8s/namespace"
+            )
+    return problems
+
+
+def check_namespace(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """Renders and validates deploy/k8s/namespace: exactly one Namespace; returns its name."""
+    rendered = run([args.kubectl, "kustomize", str(NAMESPACE_DIR)])
+    if rendered.returncode != 0:
+        return [f"kustomize k8s/namespace: {rendered.stderr.strip()}"], None
+    path = args.out / "namespace.yaml"
+    path.write_text(rendered.stdout)
+    objects = [o for o in yaml.safe_load_all(rendered.stdout) if o]
+    validated = run([args.validate, "--strict", "--quiet", str(path)])
+    print(f"k8s/namespace: {len(objects)} objects, schemas", end=" ")
+    print("ok" if validated.returncode == 0 else "FAILED")
+    problems = [
+        f"kubernetes-validate: {line}"
+        for line in (validated.stdout + validated.stderr).splitlines()
+        if validated.returncode != 0
+    ]
+    if [o["kind"] for o in objects] != ["Namespace"]:
+        problems.append(
+            f"k8s/namespace renders {[object_id(o) for o in objects]}, not one Namespace"
+        )
+        return problems, None
+    return problems, str(objects[0]["metadata"]["name"])
+
+
+MISSING_SCHEMA = re.compile(r"Couldn't find schema for kind (\S+) with api version (\S+) ")
+
+
+def crd_validated(line: str, crds: dict[tuple[str, str], dict[str, Any]]) -> bool:
+    """Whether a kubernetes-validate line only says it has no schema for a custom resource
+    whose CRD is in deploy/crds."""
+    found = MISSING_SCHEMA.search(line)
+    return found is not None and (found.group(2), found.group(1)) in crds
+
+
 def check_overlay(
-    overlay: str, args: argparse.Namespace, skips: list[Skip]
-) -> tuple[list[str], Path | None]:
-    """Renders and validates one overlay; returns its problems and the file for checkov."""
+    overlay: str, args: argparse.Namespace, context: Context
+) -> tuple[list[str], Path | None, int]:
+    """Renders and validates one overlay; returns its problems, the file for checkov and the
+    number of PromQL expressions it checked."""
     rendered = run([args.kubectl, "kustomize", str(OVERLAYS / overlay)])
     if rendered.returncode != 0:
-        return [f"kustomize overlays/{overlay}: {rendered.stderr.strip()}"], None
+        return [f"kustomize overlays/{overlay}: {rendered.stderr.strip()}"], None, 0
     path = args.out / f"{overlay}.yaml"
     path.write_text(rendered.stdout)
     objects = [o for o in yaml.safe_load_all(rendered.stdout) if o]
     validated = run([args.validate, "--strict", "--quiet", str(path)])
     lines = (validated.stdout + validated.stderr).replace(str(path), overlay).splitlines()
     warnings = [line for line in lines if line.startswith("WARN")]
+    # kubernetes-validate has no schemas for custom resources; those in deploy/crds are
+    # validated below instead.
+    lines = [line for line in lines if not crd_validated(line, context.crds)]
+    warnings = [line for line in warnings if line in lines]
     verdict = "ok" if validated.returncode == 0 else "FAILED"
     print(
         f"overlays/{overlay}: {len(objects)} objects, schemas {verdict} ({len(warnings)} warnings)"
@@ -430,10 +506,19 @@ def check_overlay(
         problems += settings_problems(objects, overlay)
     problems += replica_ceiling_problems(objects, overlay)
     problems += archived_images(f"overlays/{overlay}", images(objects))
-    problems += annotate(objects, overlay, skips)
+    problems += namespace_problems(objects, overlay, context.namespace)
+    found = crd_problems(objects, context.crds, f"overlays/{overlay}")
+    if custom := sum(1 for o in objects if (o["apiVersion"], o["kind"]) in context.crds):
+        print(f"  custom resources: {custom} validated against deploy/crds, {len(found)} problems")
+    problems += found
+    found, expressions = monitoring_problems(objects, f"overlays/{overlay}", context.metrics)
+    if expressions:
+        print(f"  PromQL: {expressions} expressions checked, {len(found)} problems")
+    problems += found
+    problems += annotate(objects, overlay, context.skips)
     scanned = args.out / "checkov" / f"{overlay}.yaml"
     scanned.write_text(yaml.safe_dump_all(objects, sort_keys=False))
-    return problems, scanned
+    return problems, scanned, expressions
 
 
 def run_checkov(checkov: str, targets: list[tuple[Scan, Path, str]]) -> list[str]:
@@ -479,12 +564,19 @@ def main() -> int:
     problems = unknown_overlays(skips, overlays) + lock_problems()
     shutil.rmtree(args.out, ignore_errors=True)
     (args.out / "checkov").mkdir(parents=True)
+    found, namespace = check_namespace(args)
+    problems += found
+    context = Context(skips, namespace, load_crds(), exported_metrics())
     targets = []
+    expressions = 0
     for overlay in overlays:
-        found, scanned = check_overlay(overlay, args, skips)
+        found, scanned, checked = check_overlay(overlay, args, context)
         problems += found
+        expressions += checked
         if scanned:
             targets.append((Scan(f"overlays/{overlay}"), scanned, "kubernetes"))
+    if not expressions:
+        problems.append("no overlay renders components/monitoring: its PromQL went unchecked")
     dockerfile = args.out / "checkov" / DOCKERFILE
     dockerfile.write_text(annotated_dockerfile(skips))
     targets.append((Scan(DOCKERFILE), dockerfile, "dockerfile"))
