@@ -40,8 +40,20 @@ define gen_protos
 	touch $(1)/accounts/__init__.py $(1)/accounts/v1/__init__.py $(1)/imaging/__init__.py $(1)/imaging/v1/__init__.py
 endef
 
+# buf breaking compares protos/ with BUF_AGAINST (a buf input, relative to protos/) or, when
+# unset, with the newest release tag v* reachable from HEAD, else the local branch main, else
+# HEAD. A clone has its tags and its branch, so this works in CI's fresh clone; with no tag
+# there, main is HEAD itself and the check only bites on uncommitted or branch changes.
+BUF_AGAINST ?=
+
 check-protos: install
 	cd protos && ../$(BIN)/buf lint
+	cd protos && against='$(BUF_AGAINST)'; \
+	tag=$$(git describe --tags --abbrev=0 --match 'v[0-9]*' 2>/dev/null) || tag=; \
+	if [[ -z $$against && -n $$tag ]]; then against="../.git#tag=$$tag,subdir=protos"; fi; \
+	if [[ -z $$against ]] && git rev-parse -q --verify refs/heads/main >/dev/null; then against="../.git#branch=main,subdir=protos"; fi; \
+	echo "buf breaking --against $${against:=../.git#ref=HEAD,subdir=protos}"; \
+	../$(BIN)/buf breaking --against "$$against"
 	rm -rf $(VENV)/gen-check && mkdir -p $(VENV)/gen-check
 	$(call gen_protos,$(VENV)/gen-check)
 	diff -r --exclude=__pycache__ gen $(VENV)/gen-check || { echo "gen/ drifted from protos/: run 'make protos' and commit"; exit 1; }

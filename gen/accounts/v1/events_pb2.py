@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x63\x63ounts/v1/events.proto\x12\x0b\x61\x63\x63ounts.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x01\n\x12ThumbnailRequested\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\ravatar_object\x18\x03 \x01(\t\x12\x19\n\x11\x61vatar_generation\x18\x04 \x01(\x03\x12\x32\n\x0erequested_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61\x63\x63ounts/v1/events.proto\x12\x0b\x61\x63\x63ounts.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x01\n\x12ThumbnailRequested\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\ravatar_object\x18\x03 \x01(\t\x12\x19\n\x11\x61vatar_generation\x18\x04 \x01(\x03\x12\x32\n\x0erequested_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x9c\x01\n\x0f\x63om.accounts.v1B\x0b\x45ventsProtoP\x01Z/avatar-thumbnails/gen/go/accounts/v1;accountsv1\xa2\x02\x03\x41XX\xaa\x02\x0b\x41\x63\x63ounts.V1\xca\x02\x0b\x41\x63\x63ounts\\V1\xe2\x02\x17\x41\x63\x63ounts\\V1\\GPBMetadata\xea\x02\x0c\x41\x63\x63ounts::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'accounts.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017com.accounts.v1B\013EventsProtoP\001Z/avatar-thumbnails/gen/go/accounts/v1;accountsv1\242\002\003AXX\252\002\013Accounts.V1\312\002\013Accounts\\V1\342\002\027Accounts\\V1\\GPBMetadata\352\002\014Accounts::V1'
   _globals['_THUMBNAILREQUESTED']._serialized_start=75
   _globals['_THUMBNAILREQUESTED']._serialized_end=232
 # @@protoc_insertion_point(module_scope)
