@@ -15,6 +15,14 @@ accounts sat at 380-456 MiB and the next burst peaked at 547-589 MiB: the refuse
 still held by reference cycles (see Guard._trimmed) and their freed memory by the heaps. Once
 large requests end, the guard collects those cycles and calls `trim`; the same run then peaked at
 385-406 MiB.
+
+The threshold was 1 MiB at first; it is 8 MiB now. At 1 MiB every buffer of a phone photo (the
+request, its parsed copy, the avatar's bytes, the S3 body) was a fresh mapping whose pages the
+kernel faulted in and zeroed, and unmapped again when freed: 31.6 ms of accounts CPU per 12 MP
+CreateUser, 18.2 ms at 8 MiB (`make bench-load`, bytes path). Requests near the 20 MiB limit,
+the ones the hostile tests send, are still mapped apart and handed back when freed: the
+16 x 19.5 MiB burst of tests/e2e/test_overload.py peaked at 360 MiB (348 at 1 MiB; 364 at
+32 MiB, where the watch-stream test then peaked at 256 MiB instead of 152-184).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import ctypes
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
 M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 1024 * 1024  # blocks this large come from, and go back to, the kernel
+MMAP_THRESHOLD_BYTES = 8 * 1024 * 1024  # blocks this large come from, and go back to, the kernel
 ARENA_MAX = 2  # the Dockerfile's MALLOC_ARENA_MAX, for every way the services are started
 
 
