@@ -21,7 +21,9 @@ UPLOAD_TTL = timedelta(hours=1)
 # An original is stored before the transaction that adopts it commits; the removal queued
 # beforehand (taken back by that commit) clears it after this long if the commit never comes.
 ORPHAN_GRACE_SECONDS = 3600.0
-UPLOAD_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif"})
+UPLOAD_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/heic", "image/heif"}
+)
 # An upload's check reads this much of it first: the whole header of nearly every JPEG, PNG
 # and GIF (probe_head says what else needs the whole object, which is then read).
 HEAD_BYTES = 64 * 1024
@@ -168,7 +170,9 @@ class AvatarIntake:
         """A presigned PUT under uploads/; only keys issued here are accepted later."""
         violations = []
         if content_type not in UPLOAD_TYPES:
-            violations.append(("content_type", "must be image/jpeg, png, webp, gif or avif"))
+            violations.append(
+                ("content_type", "must be image/jpeg, png, webp, gif, avif, heic or heif")
+            )
         if not 0 < content_length <= self._limits.max_bytes:
             violations.append(
                 ("content_length", f"must be between 1 and {self._limits.max_bytes} bytes")

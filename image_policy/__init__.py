@@ -1,5 +1,5 @@
 """The image policy both services apply to uploads, in one place (two copies of a security check
-drift apart). Pure: Pillow and the standard library (pillow_heif when installed).
+drift apart). Pure: Pillow, pillow_heif (HEIF) and the standard library.
 
 formats.py       the check: ``probe`` (header), ``probe_head`` (the same from a file's first
                  bytes, where they suffice), ``measure`` (pre-scan only), ``open_image``

@@ -1,10 +1,21 @@
 """AVIF and HEIF: the ISO-BMFF boxes their decoders parse before the first frame.
 
 The top-level boxes, the ``meta`` box and its item tables: ``pitm`` (the primary item), ``iinf``
-(item types, to find EXIF and XMP items), ``iloc`` (where items are), ``iprp`` (properties:
-``ispe`` sizes, ``colr`` ICC profiles, and ``ipma``, which item has which). The tables are read
-once the whole ``meta`` box has been walked, keeping only what concerns the primary item and the
-metadata items: the memory held stays small whatever the number of entries.
+(item types, to find EXIF and XMP items and image grids), ``iloc`` (where items are), ``idat``
+(data stored in ``meta``, as grids often are), ``iprp`` (properties: ``ispe`` sizes, ``colr`` ICC
+profiles, and ``ipma``, which item has which). The tables are read once the whole ``meta`` box
+has been walked, keeping only what concerns the primary item and the metadata items: the memory
+held stays small whatever the number of entries.
+
+Every box is counted against the caps (``max_segments`` before the first frame, ``max_blocks``
+in all), and so are the entries of ``ipma`` and ``iloc``. The depth is fixed: the walk descends
+only ``meta``, then ``iinf`` and ``iprp``, then ``ipco``; boxes nested anywhere else are
+skipped whole, by their size, which is clamped to their parent's end (a size past it is a cut
+file, left to the decoder).
+
+The size is the primary item's ``ispe`` (else the largest ``ispe``), or a primary grid's output
+size (the ``grid`` item's payload) when that is larger: libheif allocates the grid's canvas by
+its payload and checks it against ``ispe`` only after decoding the tiles into it.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ _BOXES = "ISO-BMFF boxes"
 _ENTRIES = "ISO-BMFF item entries"
 _METADATA = "ISO-BMFF ICC profiles, EXIF and XMP items"
 _METADATA_ITEMS = frozenset({b"Exif", b"mime"})
+_GRID = b"grid"
 _FIELDS = {0: "0s", 4: "I", 8: "Q"}  # iloc field sizes; "0s" reads as b"" (taken as 0)
 
 _Span = tuple[int, int]
@@ -29,6 +41,8 @@ _Span = tuple[int, int]
 class _Tables:
     primary: int = -1
     metadata_items: dict[int, bytes] = field(default_factory=dict)  # item -> Exif or mime
+    grids: set[int] = field(default_factory=set)  # items of type grid
+    idat: _Span | None = None
     properties: _Span | None = None  # ipco
     associations: _Span | None = None  # ipma
     locations: _Span | None = None  # iloc
@@ -43,9 +57,12 @@ def scan_bmff(walk: Walk) -> None:
     if tables.properties:
         primary = _primary_properties(walk, tables)
         walk.width, walk.height = _size(walk, tables.properties, primary)
-    if tables.locations and tables.metadata_items:
-        for kind, length, extent in _metadata_locations(walk, tables, *tables.locations):
-            _scan_metadata_item(walk, kind, length, extent)
+    if tables.locations:
+        for kind, length, extent in _item_locations(walk, tables, *tables.locations):
+            if kind == _GRID:
+                _grid_size(walk, extent)
+            else:
+                _scan_metadata_item(walk, kind, length, extent)
 
 
 def _boxes(walk: Walk, pos: int, end: int, count: bool = True) -> Iterator[tuple[bytes, int, int]]:
@@ -90,6 +107,8 @@ def _scan_meta(walk: Walk, tables: _Tables, pos: int, end: int) -> None:
                     tables.associations = (child_body, child_end)
         elif kind == b"iloc":
             tables.locations = (body, box_end)
+        elif kind == b"idat":
+            tables.idat = (body, box_end)
 
 
 def _item_type(view: memoryview, tables: _Tables, pos: int, end: int) -> None:
@@ -100,6 +119,8 @@ def _item_type(view: memoryview, tables: _Tables, pos: int, end: int) -> None:
         item, item_type = struct.unpack_from(layout, view, pos + 4)
         if item_type in _METADATA_ITEMS:
             tables.metadata_items[item] = item_type
+        elif item_type == _GRID:
+            tables.grids.add(item)
 
 
 def _count_properties(walk: Walk, pos: int, end: int) -> None:
@@ -150,11 +171,13 @@ def _primary_properties(walk: Walk, tables: _Tables) -> frozenset[int]:
     return frozenset()
 
 
-def _metadata_locations(
+def _item_locations(
     walk: Walk, tables: _Tables, pos: int, end: int
 ) -> Iterator[tuple[bytes, int, _Span | None]]:
     """``iloc``: (type, length, its extent if only one) of each metadata item stored in the
-    file itself (construction method 0)."""
+    file itself (construction method 0), and of the primary item if it is a grid (in the file,
+    or in ``idat``: construction method 1). Notes the file as cut if an item in it ends past
+    the bytes."""
     view = walk.view
     version = view[pos]
     if pos + 8 > end or version > 2:
@@ -181,14 +204,47 @@ def _metadata_locations(
             walk.step(_ENTRIES, extents - 1)
         if pos + extents * extent.size > end:
             return
-        kind = tables.metadata_items.get(fields[0])
-        if kind and (version == 0 or fields[1] & 15 == 0):
-            total, first = 0, None
-            for _, at, size in extent.iter_unpack(view[pos : pos + extents * extent.size]):
-                total += size or 0
-                first = first or ((fields[-2] or 0) + (at or 0), size or 0)
+        method = fields[1] & 15 if version else 0
+        kind, origin = _item_kind(tables, fields[0], method)
+        total, first = 0, None
+        for _, at, size in extent.iter_unpack(view[pos : pos + extents * extent.size]):
+            start = origin + (fields[-2] or 0) + (at or 0)
+            if method == 0 and start + (size or 0) > len(view):
+                walk.cut = True
+            total += size or 0
+            first = first or (start, size or 0)
+        if kind:
             yield kind, total, first if extents == 1 else None
         pos += extents * extent.size
+
+
+def _item_kind(tables: _Tables, item: int, method: int) -> tuple[bytes | None, int]:
+    """What an ``iloc`` entry is to the scan (None: nothing), and where its offsets count from."""
+    if method == 0 and item in tables.metadata_items:
+        return tables.metadata_items[item], 0
+    if item == tables.primary and item in tables.grids:
+        if method == 0:
+            return _GRID, 0
+        if method == 1 and tables.idat:
+            return _GRID, tables.idat[0]
+    return None, 0
+
+
+def _grid_size(walk: Walk, extent: _Span | None) -> None:
+    """The output size in a grid's payload (ISO/IEC 23008-12 ImageGrid: version, flags, rows and
+    columns less one, then width and height in 16 bits, or 32 if flag 1), if larger than the
+    size so far."""
+    if extent is None:
+        return
+    offset, length = extent
+    payload = walk.view[offset : offset + length] if length else walk.view[offset:]
+    wide = len(payload) >= 2 and payload[1] & 1
+    layout = ">II" if wide else ">HH"
+    if len(payload) < 4 + struct.calcsize(layout):
+        return
+    width, height = struct.unpack_from(layout, payload, 4)
+    if width * height > walk.width * walk.height:
+        walk.width, walk.height = width, height
 
 
 def _scan_metadata_item(walk: Walk, kind: bytes, length: int, extent: _Span | None) -> None:

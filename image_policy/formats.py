@@ -36,6 +36,8 @@ _SUBTYPES = {"MPO": "jpeg"}  # MIME subtype where it is not the lower-cased form
 # descriptor, then blocks up to the first image descriptor). Not WebP, AVIF, HEIF: their openers
 # parse the whole container, and AVIF and HEIF may put their size after the pixel data.
 _READ_FROM_THE_HEAD = frozenset({"JPEG", "PNG", "GIF"})
+# ISO-BMFF formats, whose openers parse the whole container in C.
+_CONTAINERS = frozenset({"AVIF", "HEIF"})
 # What Pillow's parsers and decoders raise on cut or corrupt input (found by reading and fuzzing;
 # Pillow documents no narrower set).
 DECODE_ERRORS = (
@@ -59,7 +61,8 @@ _DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What the header says. ``width`` and ``height`` are as stored, before EXIF orientation."""
+    """What the header says. ``width`` and ``height`` are as stored, before EXIF orientation
+    (a HEIF's after its own transforms, ``irot`` and ``clap``, which libheif applies)."""
 
     format: str
     content_type: str
@@ -75,9 +78,11 @@ def probe(data: bytes, limits: Limits = _DEFAULT_LIMITS) -> ImageInfo:
     """Identify ``data`` by content (never by name) and check the limits from its header alone;
     never decodes pixel data. Raises ImageRejected.
 
-    ``data`` must be the whole upload: Pillow's WebP and AVIF openers parse the complete
-    container, so a prefix of a larger WebP or AVIF file is refused as TRUNCATED. A file whose
-    pixel data is cut short passes here; the renderer, which decodes, reports it as TRUNCATED.
+    ``data`` must be the whole upload: Pillow's WebP and AVIF openers and pillow_heif's parse
+    the complete container, so a prefix of a larger WebP, AVIF or HEIF file is refused as
+    TRUNCATED (a HEIF whose item data the bytes do not hold, too: libheif would decode it). A
+    file whose pixel data is cut short passes here; the renderer, which decodes, reports it as
+    TRUNCATED.
     Bounded work (the pre-scan runs before Pillow parses anything), but blocking: from a
     coroutine, call ``probe_off_loop``.
     """
@@ -139,9 +144,15 @@ def open_image(data: bytes, limits: Limits) -> ImageFile.ImageFile:
     """Identify the format by content and apply the limits from the header, decoding nothing.
 
     Call inside ``pillow_configured``. Every check here runs before Pillow allocates a pixel,
-    and the pre-scan before Pillow parses anything.
+    and the pre-scan before Pillow parses anything. AVIF and HEIF are refused for their pixels
+    before their openers see a byte: libavif and libheif parse the whole container in C, and
+    the pre-scan has their size already (the primary item's ``ispe``, a HEIF grid's output).
     """
-    _prescan(data, limits)
+    structure = _prescan(data, limits)
+    if structure.format in _CONTAINERS and structure.width and structure.height:
+        _check_pixels((structure.width, structure.height), limits)
+    if structure.cut:
+        raise ImageRejected("TRUNCATED", f"the {structure.format} file is cut short")
     try:
         img = Image.open(io.BytesIO(data), formats=accepted_formats())
     except Image.DecompressionBombError as exc:

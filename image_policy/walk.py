@@ -50,12 +50,15 @@ class ScanLimits:
 @dataclass(frozen=True)
 class Structure:
     """What the pre-scan read. ``width`` and ``height`` are the header's (0 when unknown), before
-    EXIF orientation; ``frames`` is 0 when the format is not recognised."""
+    EXIF orientation; ``frames`` is 0 when the format is not recognised. ``cut`` is set when the
+    bytes end before data the header places in them (AVIF and HEIF item data: libheif decodes
+    a cut HEIF without an error, into a picture that stops where the bytes do)."""
 
     format: str | None  # "JPEG", "PNG", "GIF", "WEBP", "AVIF", "HEIF", or None
     width: int
     height: int
     frames: int
+    cut: bool = False
 
     @property
     def megapixels(self) -> float:
@@ -87,6 +90,7 @@ class Walk:
         self.width = 0
         self.height = 0
         self.frames = 0
+        self.cut = False
         self._steps = 0
         self._header = 0
         self._entries = 0
@@ -129,4 +133,4 @@ class Walk:
             raise TooComplex(f"more than {self.limits.max_frames:,} {what}")
 
     def structure(self) -> Structure:
-        return Structure(self.format, self.width, self.height, self.frames)
+        return Structure(self.format, self.width, self.height, self.frames, self.cut)

@@ -70,6 +70,8 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# Formats whose decoder applies the orientation itself (see _upright).
+_TRANSFORMED_BY_DECODER = frozenset({"HEIF"})
 _WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _PROFILE_MODES = {"RGB ": "RGB", "GRAY": "L", "CMYK": "CMYK"}
 
@@ -122,7 +124,15 @@ def _decode(img: ImageFile.ImageFile, largest: int) -> None:
 def _upright(img: Image.Image) -> Image.Image:
     """Apply the EXIF orientation (JPEG APP1 or PNG eXIf) as ``ImageOps.exif_transpose`` would,
     without copying when upright. A missing, out-of-range (e.g. 0) or unreadable tag means upright.
+
+    HEIF is upright as decoded: libheif applies the file's own transforms (``irot``, ``imir``,
+    ``clap``), which the format makes the only ones, and an iPhone's EXIF orientation repeats
+    them. pillow_heif sets that tag to 1 at open (the original in ``info["original_orientation"]``)
+    so that ``exif_transpose`` does nothing; HEIF is skipped here all the same, so that the picture
+    is never turned twice whatever pillow_heif does with the tag.
     """
+    if img.format in _TRANSFORMED_BY_DECODER:
+        return img
     try:
         method = _TRANSPOSE.get(img.getexif().get(ExifTags.Base.Orientation, 1))
     except DECODE_ERRORS:

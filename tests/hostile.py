@@ -353,6 +353,67 @@ def _shift_iloc(data: bytearray, iloc: int, after: int, delta: int) -> None:
             pos += 4 + length_size
 
 
+@cache
+def _heif() -> bytes:
+    """A 16 px HEIC by pillow_heif (libheif and x265), as an iPhone writes it: meta before mdat."""
+    from image_policy.sniff import accepted_formats
+
+    assert "HEIF" in accepted_formats(), "pillow_heif registers Pillow's HEIF encoder"
+    return _encoded("HEIF")
+
+
+def heif_box_flood(size: int) -> bytes:
+    """Millions of empty top-level ``free`` boxes after the image."""
+    heif = _heif()
+    return heif + b"\0\0\0\x08free" * _count(size, len(heif), 8)
+
+
+def heif_item_flood(size: int) -> bytes:
+    """Millions of item entries (``infe``, version 2, type ``hvc1``) in the item table, which
+    libheif reads into one object each when it opens the file; the enclosing box sizes and the
+    item locations moved to match (the entry count stays: the scan counts boxes, not it)."""
+    heif = _heif()
+    entry = struct.pack(">I4sBxxxHH4s", 21, b"infe", 2, 0xFFFF, 0, b"hvc1") + b"\0"
+    return _insert_in_heif_box(heif, (b"meta", b"iinf"), entry * _count(size, len(heif), 21))
+
+
+def _insert_in_heif_box(heif: bytes, path: tuple[bytes, ...], extra: bytes) -> bytes:
+    """``extra`` at the end of the box at ``path`` (full boxes: ``meta`` and ``iinf``), sizes
+    corrected, and libheif's ``iloc`` (version 0 or 1, 4-byte offsets, lengths and base offsets)
+    moved to match."""
+    out = bytearray(heif)
+    start, end, enclosing = 0, len(heif), []
+    for kind in path:
+        pos = start
+        while pos < end:
+            box_size, box_kind = struct.unpack_from(">I4s", out, pos)
+            if box_kind == kind:
+                enclosing.append(pos)
+                start = pos + {b"meta": 12, b"iinf": 14}.get(kind, 8)  # libheif: iinf v0
+                end = pos + box_size
+                break
+            pos += box_size
+    for box in enclosing:
+        struct.pack_into(">I", out, box, struct.unpack_from(">I", out, box)[0] + len(extra))
+    iloc = _find_box(out, b"iloc")
+    version, sizes = out[iloc + 8], out[iloc + 12 : iloc + 14]
+    assert sizes == b"\x44\x40", "libheif writes 4-byte offsets, lengths and base offsets"
+    pos = iloc + 16
+    for _ in range(struct.unpack_from(">H", out, iloc + 14)[0]):
+        pos += 2 + (2 if version else 0) + 2  # item id, construction method, data reference
+        base = struct.unpack_from(">I", out, pos)[0]
+        if base >= end:
+            struct.pack_into(">I", out, pos, base + len(extra))
+        extents = struct.unpack_from(">H", out, pos + 4)[0]
+        pos += 6
+        for _ in range(extents):
+            offset = struct.unpack_from(">I", out, pos)[0]
+            if base == 0 and offset >= end:
+                struct.pack_into(">I", out, pos, offset + len(extra))
+            pos += 8
+    return bytes(out[:end]) + extra + bytes(out[end:])
+
+
 # ----------------------------------------------------------------------------- the lists
 
 HOSTILE: list[Hostile] = [
@@ -375,6 +436,8 @@ HOSTILE: list[Hostile] = [
     Hostile("webp_many_frames", webp_many_frames),
     Hostile("avif_box_flood", avif_box_flood),
     Hostile("avif_property_flood", avif_property_flood),
+    Hostile("heif_box_flood", heif_box_flood),
+    Hostile("heif_item_flood", heif_item_flood),
 ]
 HOSTILE_FACTORIES: list[tuple[str, Factory]] = [(h.name, h.build) for h in HOSTILE]
 

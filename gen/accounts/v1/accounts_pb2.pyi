@@ -217,7 +217,7 @@ class CreateUserRequest(_message.Message):
     display_name: _builtins.str
     """Required, 1 to 100 characters."""
     avatar_image: _builtins.bytes
-    """The image itself (JPEG, PNG, WebP or GIF; 20 MiB at most by default)."""
+    """The image itself (JPEG, PNG, WebP, GIF, AVIF or HEIC/HEIF; 20 MiB at most by default)."""
     avatar_object: _builtins.str
     """A key returned by CreateAvatarUpload, after the upload finished."""
     request_id: _builtins.str
@@ -380,7 +380,7 @@ class CreateAvatarUploadRequest(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     CONTENT_LENGTH_FIELD_NUMBER: _builtins.int
     content_type: _builtins.str
-    """e.g. image/jpeg."""
+    """image/jpeg, image/png, image/webp, image/gif, image/avif, image/heic or image/heif."""
     content_length: _builtins.int
     """Exact size of the upload in bytes."""
     def __init__(

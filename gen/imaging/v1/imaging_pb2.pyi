@@ -25,7 +25,7 @@ class RenderThumbnailsRequest(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     SIZES_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
-    """The source image (JPEG, PNG, WebP or GIF)."""
+    """The source image (JPEG, PNG, WebP, GIF, AVIF or HEIC/HEIF)."""
     @_builtins.property
     def sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Square sizes in pixels, each 16 to 1024; default 100, 200, 400."""
