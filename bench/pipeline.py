@@ -47,7 +47,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,20 @@ def _render_one(index: int) -> float:
     return time.process_time() - started
 
 
+async def _while_busy(call: Callable[[], Awaitable[Any]], attempts: int | None = None) -> Any:
+    """`call()` again while accounts answers that it is busy (its in-flight limits, or its
+    database pool), after the RetryInfo delay it asks for; `attempts` at most, if given."""
+    tried = 0
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            tried += 1
+            if exc.code() not in BUSY or (attempts is not None and tried >= attempts):
+                raise
+            await asyncio.sleep(retry_delay(exc) or 0.2)
+
+
 class Client:
     """CreateUser then WatchUser until the thumbnails settle, against the stack's accounts."""
 
@@ -109,15 +123,8 @@ class Client:
             display_name="Pipeline",
             avatar_image=image,
         )
-        while True:
-            try:
-                user = await self._stub.CreateUser(request, timeout=TIMEOUT)
-                return str(user.id)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in BUSY:
-                    raise
-                # accounts at its in-flight limits, or its database pool: it asks us to wait
-                await asyncio.sleep(retry_delay(exc) or 0.2)
+        user = await _while_busy(lambda: self._stub.CreateUser(request, timeout=TIMEOUT))
+        return str(user.id)
 
     async def statuses(self, user_ids: Sequence[str]) -> list[int]:
         """Each user's thumbnail status, a few GetUser calls at a time (hundreds at once
@@ -127,15 +134,10 @@ class Client:
         async def one(user_id: str) -> int:
             request = accounts_pb2.GetUserRequest(id=user_id)
             async with gate:
-                for _ in range(20):
-                    try:
-                        user = await self._stub.GetUser(request, timeout=TIMEOUT)
-                        return int(user.thumbnail_status)
-                    except grpc.aio.AioRpcError as exc:
-                        if exc.code() not in BUSY:
-                            raise
-                        await asyncio.sleep(retry_delay(exc) or 0.2)
-            raise RuntimeError(f"GetUser of {user_id} kept failing")
+                user = await _while_busy(
+                    lambda: self._stub.GetUser(request, timeout=TIMEOUT), attempts=20
+                )
+            return int(user.thumbnail_status)
 
         return list(await asyncio.gather(*(one(user_id) for user_id in user_ids)))
 

@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import trace
-from opentelemetry.context import Context as TraceContext
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from grpc_telemetry import propagation
@@ -61,12 +60,6 @@ class RpcMetrics:
             buckets=RPC_BUCKETS,
             registry=registry,
         )
-
-
-def remote_context(carrier: Mapping[str, str]) -> TraceContext:
-    """The context the caller's trace headers in `carrier` name (`traceparent`, or those of the
-    propagators OTEL_PROPAGATORS names); an empty one without them."""
-    return propagation.extract(carrier)
 
 
 class RpcTelemetry(grpc.aio.ServerInterceptor):
@@ -117,7 +110,7 @@ class _Call:
             }
             self._span = tracer.start_span(
                 method.lstrip("/"),
-                context=remote_context(metadata),
+                context=propagation.extract(metadata),
                 kind=trace.SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
             )

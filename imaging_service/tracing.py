@@ -16,7 +16,6 @@ import grpc
 from opentelemetry import trace
 
 from grpc_telemetry import propagation
-from grpc_telemetry.server import remote_context
 
 
 @contextmanager
@@ -26,7 +25,7 @@ def consumer_span(
     """The current span while one delivery is handled, continuing the producer's trace."""
     with tracer.start_as_current_span(
         f"{subject} process",
-        context=remote_context(headers),
+        context=propagation.extract(headers),
         kind=trace.SpanKind.CONSUMER,
         attributes={
             "messaging.system": "nats",

@@ -311,22 +311,32 @@ def avif_property_flood(size: int) -> bytes:
 def _insert_in_box(avif: bytes, path: tuple[bytes, ...], extra: bytes) -> bytes:
     """``extra`` at the end of the box at ``path``; sizes and iloc offsets corrected."""
     out = bytearray(avif)
-    start, end, enclosing, iloc = 0, len(avif), [], -1
+    end = _grow_boxes(out, path, len(extra))
+    _shift_iloc(out, _find_box(out, b"iloc"), end, len(extra))
+    return bytes(out[:end]) + extra + bytes(out[end:])
+
+
+# Where a box's children start: after the size and type, and a full box's version and flags
+# (plus iinf's entry count, version 0).
+_CHILDREN_AT = {b"meta": 12, b"iinf": 14}
+
+
+def _grow_boxes(out: bytearray, path: tuple[bytes, ...], grow: int) -> int:
+    """Makes each box on ``path`` (the first of its kind at each level) ``grow`` bytes larger;
+    returns where the last one ended, i.e. where the ``grow`` bytes go."""
+    start, end, enclosing = 0, len(out), []
     for kind in path:
         pos = start
         while pos < end:
             box_size, box_kind = struct.unpack_from(">I4s", out, pos)
             if box_kind == kind:
                 enclosing.append(pos)
-                start, end = pos + 8 + (4 if kind == b"meta" else 0), pos + box_size
+                start, end = pos + _CHILDREN_AT.get(kind, 8), pos + box_size
                 break
-            if box_kind == b"iloc":
-                iloc = pos
             pos += box_size
     for box in enclosing:
-        struct.pack_into(">I", out, box, struct.unpack_from(">I", out, box)[0] + len(extra))
-    _shift_iloc(out, iloc if iloc >= 0 else _find_box(out, b"iloc"), end, len(extra))
-    return bytes(out[:end]) + extra + bytes(out[end:])
+        struct.pack_into(">I", out, box, struct.unpack_from(">I", out, box)[0] + grow)
+    return end
 
 
 def _find_box(data: bytearray, kind: bytes) -> int:
@@ -382,19 +392,7 @@ def _insert_in_heif_box(heif: bytes, path: tuple[bytes, ...], extra: bytes) -> b
     corrected, and libheif's ``iloc`` (version 0 or 1, 4-byte offsets, lengths and base offsets)
     moved to match."""
     out = bytearray(heif)
-    start, end, enclosing = 0, len(heif), []
-    for kind in path:
-        pos = start
-        while pos < end:
-            box_size, box_kind = struct.unpack_from(">I4s", out, pos)
-            if box_kind == kind:
-                enclosing.append(pos)
-                start = pos + {b"meta": 12, b"iinf": 14}.get(kind, 8)  # libheif: iinf v0
-                end = pos + box_size
-                break
-            pos += box_size
-    for box in enclosing:
-        struct.pack_into(">I", out, box, struct.unpack_from(">I", out, box)[0] + len(extra))
+    end = _grow_boxes(out, path, len(extra))
     iloc = _find_box(out, b"iloc")
     version, sizes = out[iloc + 8], out[iloc + 12 : iloc + 14]
     assert sizes == b"\x44\x40", "libheif writes 4-byte offsets, lengths and base offsets"

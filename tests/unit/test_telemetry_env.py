@@ -10,7 +10,6 @@ from opentelemetry.sdk.trace import sampling
 
 from accounts_service.settings import SettingsError
 from grpc_telemetry import propagation, tracing
-from grpc_telemetry.server import remote_context
 
 ENDPOINT = "http://127.0.0.1:4317"
 TRACE_ID, SPAN_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
@@ -104,7 +103,7 @@ def test_the_sampler_is_the_one_otel_traces_sampler_names(
 
 
 def context_of(carrier: dict[str, str]) -> trace.SpanContext:
-    return trace.get_current_span(remote_context(carrier)).get_span_context()
+    return trace.get_current_span(propagation.extract(carrier)).get_span_context()
 
 
 def test_propagators_are_tracecontext_and_baggage_unless_otel_propagators_names_others() -> None:
